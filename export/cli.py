@@ -1,0 +1,72 @@
+"""`python -m export`: a trained Keras model -> verified SavedModel + ONNX + manifest."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Sequence
+
+from runtime.compare import Tolerance
+from runtime.manifest import Manifest, Preprocessing
+
+from .artifacts import DEFAULT_OPSET
+from .reference import REFERENCE_MODEL
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.split(": ", 1)[1])
+    p.add_argument("--model", type=Path, default=REFERENCE_MODEL,
+                   help="trained Keras model (.keras, .h5); default: the shipped reference MNIST CNN")
+    p.add_argument("--out", type=Path, default=Path("artifacts"), help="artifacts folder to create (default: artifacts)")
+    p.add_argument("--layers", type=_names, help="comma-separated layer names to expose (default: every Conv2D)")
+    p.add_argument("--data", help="Keras mnist.npz used for verification (default: $MNIST_NPZ, then the Keras cache)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--allow-unsafe", action="store_true",
+                   help="load models with Lambda layers (runs code stored in the file: trusted files only)")
+    p.add_argument("--atol", type=float, default=Tolerance.atol, help="verification absolute tolerance")
+    p.add_argument("--rtol", type=float, default=Tolerance.rtol,
+                   help="verification tolerance relative to each output's largest magnitude")
+    p.add_argument("--scale", type=float, default=Preprocessing.scale,
+                   help="input = pixel * scale + offset (default 1/255)")
+    p.add_argument("--offset", type=float, default=Preprocessing.offset)
+    p.add_argument("--labels", type=_names, help="comma-separated class labels (default 0..N-1)")
+    return p.parse_args(argv)
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .pipeline import ExportOptions, export_model  # TensorFlow loads here, after argument errors
+
+    options = ExportOptions(
+        layers=args.layers, data=args.data, opset=args.opset, force=args.force, allow_unsafe=args.allow_unsafe,
+        tolerance=Tolerance(args.atol, args.rtol), preprocessing=Preprocessing(scale=args.scale, offset=args.offset),
+        labels=args.labels,
+    )
+    manifest = export_model(args.model, args.out, options)
+    print(summary(manifest, args.out))
+    return 0
+
+
+def summary(manifest: Manifest, out: Path) -> str:
+    """A short human summary: outputs, verification, files."""
+    v = manifest.verification
+    lines = [f"exported {manifest.source_model['file']} -> {out}/ in {v['seconds']} s"]
+    lines.append(f"  input  {manifest.input.name}: float32 {list(manifest.input.shape)}")
+    for o in manifest.outputs:
+        errors = v["outputs"][o.name]
+        worst = max(e["max_abs"] for e in errors.values())
+        lines.append(f"  output {o.name:<12} {o.layer_class:<14} {str(list(o.shape)):<20} max abs err {worst:.2e}")
+    lines.append(f"  verified on {v['images']} images ({v['source']}): "
+                 + ("all outputs agree" if v["passed"] else "FAILED")
+                 + f" within atol {v['tolerance']['atol']:g}, rtol {v['tolerance']['rtol']:g}")
+    if "accuracy" in v:
+        lines.append("  accuracy " + ", ".join(f"{k} {a:.4f}" for k, a in v["accuracy"].items()))
+    size = sum(f["bytes"] for f in manifest.files.values())
+    lines.append(f"  files: manifest.json, model.onnx, saved_model/ ({size / 1e6:.2f} MB), opset {manifest.onnx['opset']}")
+    return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""Keras model file -> verified artifacts folder, published atomically."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from runtime.compare import DEFAULT_TOLERANCE, Tolerance
+from runtime.errors import ExportError
+from runtime.hashing import sha256_file, tree_files
+from runtime.manifest import ONNX_FILE, SAVED_MODEL_DIR, Manifest, Preprocessing
+
+from .artifacts import DEFAULT_OPSET, serving_function, write_onnx, write_saved_model
+from .graph import feature_model, input_spec, select_layers
+from .model_io import load_keras_model
+from .verify import verification_images, verify
+
+
+@dataclass
+class ExportOptions:
+    layers: list[str] | None = None
+    data: str | None = None
+    opset: int = DEFAULT_OPSET
+    force: bool = False
+    allow_unsafe: bool = False
+    tolerance: Tolerance = DEFAULT_TOLERANCE
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    labels: list[str] | None = None
+
+
+def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options: ExportOptions | None = None) -> Manifest:
+    """Export a trained Keras model into out/ (manifest.json, model.onnx, saved_model/).
+
+    Everything is built and verified in a temporary folder beside out/ and renamed into
+    place only on success: after any failure or Ctrl-C, a previous out/ is untouched.
+
+    Raises:
+        ExportError: bad model, layers or output folder, or outputs that disagree.
+    """
+    options = options or ExportOptions()
+    out = Path(out).absolute()
+    _check_target(out, options.force)
+    started = time.perf_counter()
+    model = load_keras_model(model_path, options.allow_unsafe)
+    spec = input_spec(model, options.preprocessing)
+    fmodel, outputs = feature_model(model, select_layers(model, options.layers))
+    labels = _labels(outputs, options.labels)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename
+        serve = serving_function(fmodel, spec)
+        write_saved_model(fmodel, serve, tmp / SAVED_MODEL_DIR)
+        write_onnx(serve, [o.name for o in outputs], tmp / ONNX_FILE, options.opset)
+        manifest = Manifest(
+            input=spec,
+            outputs=outputs,
+            labels=labels,
+            source_model={"file": Path(model_path).name, "name": model.name, "sha256": sha256_file(Path(model_path)),
+                          "params": int(model.count_params())},
+            onnx={"file": ONNX_FILE, "opset": options.opset},
+            tools=tool_versions(),
+            files=tree_files(tmp),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        manifest.write(tmp)
+        images, truth, source = verification_images(spec, options.data)
+        manifest.verification = verify(fmodel, tmp, manifest, images, truth, source, options.tolerance)
+        manifest.verification["seconds"] = round(time.perf_counter() - started, 2)
+        if not manifest.verification["passed"]:
+            raise ExportError("outputs disagree beyond tolerance, nothing published: "
+                              + "; ".join(manifest.verification["problems"]))
+        manifest.write(tmp)
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _check_target(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise ExportError(f"output folder {out} already exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"output path {out} exists and is not a folder")
+    parent = out.parent
+    if not parent.is_dir():
+        raise ExportError(f"cannot write {out}: parent folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write {out}: parent folder {parent} is not writable")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename tmp to out; an existing out is moved aside first and removed only afterwards."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _labels(outputs, given: list[str] | None) -> list[str]:
+    """Class labels of the first model output: given ones, else "0", "1", ..."""
+    first = outputs[0]
+    classes = first.shape[1] if len(first.shape) == 2 else None
+    if given is None:
+        return [str(i) for i in range(classes)] if classes else []
+    if len(given) != classes:
+        raise ExportError(f"{len(given)} labels given, but output {first.name!r} has {classes} classes")
+    return list(given)
+
+
+def tool_versions() -> dict[str, str]:
+    import keras
+    import numpy
+    import onnx
+    import onnxruntime
+    import tensorflow
+    import tf2onnx
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+    }

@@ -1,0 +1,88 @@
+"""Verification before publishing: Keras vs SavedModel vs ONNX on the same real images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import runtime
+from runtime.compare import Diff, Tolerance, compare_outputs, failures, tolerance_dict
+from runtime.manifest import InputSpec, Manifest
+from runtime.mnist import mnist_test_set
+from runtime.preprocess import to_batch
+
+MNIST_SHAPE = (28, 28, 1)
+BACKENDS = {"savedmodel": "tf", "onnx": "onnx"}
+BATCH = 500
+SEED = 0
+
+
+def verification_images(spec: InputSpec, data: str | None = None):
+    """Real images for the model's input shape: (uint8 [N,H,W,C], labels or None, description).
+
+    MNIST-shaped models get the MNIST test set (the shipped digits when it is absent); other
+    shapes get the shipped digits resized and repeated over channels, plus seeded noise images,
+    so that every layer sees both natural strokes and dense texture.
+    """
+    x, y, source = mnist_test_set(data)
+    if spec.image_shape == MNIST_SHAPE:
+        return x[..., None], y, source
+    from runtime.mnist import shipped_digits
+
+    x, _ = shipped_digits()
+    h, w, c = spec.image_shape
+    rows = np.arange(h) * x.shape[1] // h
+    cols = np.arange(w) * x.shape[2] // w
+    digits = np.repeat(x[:, rows][:, :, cols][..., None], c, axis=-1)
+    noise = np.random.default_rng(SEED).integers(0, 256, size=(16, h, w, c), dtype=np.uint8)
+    return np.concatenate([digits, noise]), None, f"{len(digits)} shipped digits resized to {h}x{w}x{c} + 16 noise images"
+
+
+def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, labels, source: str,
+           tol: Tolerance) -> dict:
+    """Run images through Keras, the SavedModel and ONNX (via the runtime) and compare every output.
+
+    Returns the verification report for the manifest; report["passed"] says whether all agree.
+    """
+    diffs: dict[str, dict[str, Diff]] = {name: {} for name in BACKENDS}
+    probs = _probability_output(manifest, labels)
+    correct = {name: 0 for name in ("keras", *BACKENDS)}
+    models = {name: runtime.load(folder, backend=b) for name, b in BACKENDS.items()}
+    try:
+        for start in range(0, len(images), BATCH):
+            batch = to_batch(images[start:start + BATCH], manifest.input)
+            reference = {k: np.asarray(v) for k, v in feature_model(batch, training=False).items()}
+            results = {"keras": reference}
+            for name, model in models.items():
+                results[name] = model.run(batch)
+                compare_outputs(results[name], reference, diffs[name])
+            if probs:
+                truth = labels[start:start + BATCH]
+                for name, out in results.items():
+                    correct[name] += int((out[probs].argmax(axis=1) == truth).sum())
+    finally:
+        for model in models.values():
+            model.close()
+    problems = [f"{b}: {f}" for b, d in diffs.items() for f in failures(d, tol)]
+    report = {
+        "images": int(len(images)),
+        "source": source,
+        "reference": "keras",
+        "tolerance": tolerance_dict(tol),
+        "outputs": {out: {b: diffs[b][out].report(tol) for b in BACKENDS} for out in manifest.output_names},
+        "passed": not problems,
+        "problems": problems,
+    }
+    if probs:
+        report["accuracy"] = {name: n / len(images) for name, n in correct.items()}
+    return report
+
+
+def _probability_output(manifest: Manifest, labels) -> str | None:
+    """The class-probability output to score accuracy on, when labels fit it."""
+    if labels is None:
+        return None
+    for out in manifest.outputs:
+        if out.role == "model_output" and len(out.shape) == 2 and out.shape[1] == len(manifest.labels):
+            return out.name
+    return None

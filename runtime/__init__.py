@@ -1,0 +1,17 @@
+"""Deployment: load exported artifacts and read named feature maps.
+
+Importing this package imports numpy only; a backend's framework (onnxruntime or
+TensorFlow) is imported when that backend is loaded.
+"""
+from .api import Model, load, resolve_device
+from .backends import installed_backends
+from .compare import DEFAULT_TOLERANCE, Tolerance, compare_outputs
+from .errors import (ArtifactError, BackendError, DataError, DeviceError, ExportError, FeatureMapsError,
+                     InputError)
+from .manifest import Manifest, read_manifest
+
+__all__ = [
+    "load", "Model", "resolve_device", "installed_backends", "read_manifest", "Manifest",
+    "Tolerance", "DEFAULT_TOLERANCE", "compare_outputs",
+    "FeatureMapsError", "ArtifactError", "InputError", "BackendError", "DeviceError", "DataError", "ExportError",
+]

@@ -1,0 +1,47 @@
+"""Backend registry: name -> runner class, imported only when asked for.
+
+A runner serves one artifacts folder on one device with this small surface:
+
+    runner = Runner(folder, manifest, device, **options)   # device already resolved: "cpu" | "gpu"
+    runner.run(batch, names) -> dict[name, ndarray]         # batch: float32 [N,H,W,C], N >= 1
+    runner.close()
+    Runner.devices() -> list[str]                            # devices usable here, "cpu" first
+    Runner.name: str; runner.device: str; runner.providers: list[str] (what really runs it)
+
+Adding a backend is one module here plus one line in BACKENDS.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..errors import BackendError
+
+BACKENDS = {
+    "onnx": ("runtime.backends.onnx", "OnnxRunner", "onnxruntime"),
+    "tf": ("runtime.backends.tf", "TFRunner", "tensorflow"),
+}
+
+
+def runner_class(backend: str):
+    """The runner class of a backend, importing its framework now.
+
+    Raises:
+        BackendError: unknown backend, or its framework is not installed.
+    """
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; available: {sorted(BACKENDS)}")
+    module, cls, package = BACKENDS[backend]
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        raise BackendError(
+            f"backend {backend!r} needs the {package!r} package, which is not importable here ({exc}); "
+            f"installed backends: {installed_backends()}"
+        ) from None
+
+
+def installed_backends() -> list[str]:
+    """Backends whose framework can be found, without importing it."""
+    from importlib.util import find_spec
+
+    return [name for name, (_, _, package) in BACKENDS.items() if find_spec(package) is not None]

@@ -1,0 +1,59 @@
+"""TensorFlow backend: the SavedModel's serving signature, called as a concrete function."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off stderr
+import tensorflow as tf  # noqa: E402
+
+from ..errors import ArtifactError, DeviceError  # noqa: E402
+from ..manifest import INPUT_NAME, SAVED_MODEL_DIR, SIGNATURE, Manifest  # noqa: E402
+
+
+class TFRunner:
+    name = "tf"
+
+    def __init__(self, folder: Path, manifest: Manifest, device: str, threads: int | None = None):
+        if device == "gpu" and not tf.config.list_physical_devices("GPU"):
+            raise DeviceError(f"device 'gpu' asked for, but TensorFlow sees none; available: {self.devices()}")
+        self.device = device
+        self._tf_device = "/GPU:0" if device == "gpu" else "/CPU:0"
+        if threads:
+            _set_threads(threads)
+        path = Path(folder) / SAVED_MODEL_DIR
+        try:
+            with tf.device(self._tf_device):
+                self._loaded = tf.saved_model.load(os.fspath(path))
+            self._fn = self._loaded.signatures[SIGNATURE]
+        except (OSError, KeyError, ValueError, tf.errors.OpError) as exc:
+            raise ArtifactError(f"TensorFlow cannot load signature {SIGNATURE!r} from {path}: {exc}") from None
+        inputs = list(self._fn.structured_input_signature[1])
+        names = list(self._fn.structured_outputs)
+        if inputs != [INPUT_NAME] or set(names) != set(manifest.output_names):
+            raise ArtifactError(f"{path} has inputs {inputs} and outputs {names}; the manifest lists "
+                                f"{[INPUT_NAME]} and {manifest.output_names}")
+        self.providers = [self._tf_device]
+
+    @staticmethod
+    def devices() -> list[str]:
+        return ["cpu", "gpu"] if tf.config.list_physical_devices("GPU") else ["cpu"]
+
+    def run(self, batch: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        with tf.device(self._tf_device):
+            result = self._fn(**{INPUT_NAME: tf.constant(batch)})
+        return {name: result[name].numpy() for name in names}
+
+    def close(self) -> None:
+        self._fn = self._loaded = None
+
+
+def _set_threads(threads: int) -> None:
+    # TensorFlow fixes its thread pools at first use; later calls cannot change them.
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass

@@ -1,0 +1,99 @@
+"""Comparing named outputs: the one helper that export verification, tests and users share."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """An output agrees when max|a - b| <= atol + rtol * max|reference|.
+
+    Relative error is measured against the largest magnitude of the reference output,
+    not element by element: ReLU maps are mostly exact zeros, where per-element ratios
+    are meaningless.
+    """
+
+    atol: float = 1e-4
+    rtol: float = 1e-4
+
+
+# float32 rounding-level agreement between Keras, the SavedModel and ONNX.
+DEFAULT_TOLERANCE = Tolerance()
+
+
+@dataclass
+class Diff:
+    """Running error statistics of one output, accumulated batch by batch."""
+
+    max_abs: float = 0.0
+    sum_abs: float = 0.0
+    max_ref: float = 0.0
+    count: int = 0
+
+    def update(self, actual: np.ndarray, reference: np.ndarray) -> None:
+        if actual.shape != reference.shape:
+            raise InputError(f"shapes differ: got {actual.shape}, reference {reference.shape}")
+        if actual.size == 0:
+            return
+        err = np.abs(actual.astype(np.float64) - reference)
+        self.max_abs = max(self.max_abs, float(err.max()))
+        self.sum_abs += float(err.sum())
+        self.max_ref = max(self.max_ref, float(np.abs(reference).max()))
+        self.count += err.size
+
+    @property
+    def mean_abs(self) -> float:
+        return self.sum_abs / self.count if self.count else 0.0
+
+    @property
+    def max_rel(self) -> float:
+        return self.max_abs / self.max_ref if self.max_ref else self.max_abs
+
+    @property
+    def mean_rel(self) -> float:
+        return self.mean_abs / self.max_ref if self.max_ref else self.mean_abs
+
+    def ok(self, tol: Tolerance = DEFAULT_TOLERANCE) -> bool:
+        return self.max_abs <= tol.atol + tol.rtol * self.max_ref
+
+    def report(self, tol: Tolerance = DEFAULT_TOLERANCE) -> dict:
+        return {
+            "max_abs": self.max_abs,
+            "mean_abs": self.mean_abs,
+            "max_rel": self.max_rel,
+            "mean_rel": self.mean_rel,
+            "ok": self.ok(tol),
+        }
+
+
+def compare_outputs(actual: dict, reference: dict, diffs: dict[str, Diff] | None = None) -> dict[str, Diff]:
+    """Accumulate per-output differences of actual vs reference (dicts keyed by output name).
+
+    Returns the updated diffs; pass them back in to accumulate over batches.
+
+    Raises:
+        InputError: the two dicts do not name the same outputs, or shapes differ.
+    """
+    if set(actual) != set(reference):
+        raise InputError(f"outputs differ: got {sorted(actual)}, reference has {sorted(reference)}")
+    diffs = {} if diffs is None else diffs
+    for name, ref in reference.items():
+        diffs.setdefault(name, Diff()).update(np.asarray(actual[name]), np.asarray(ref))
+    return diffs
+
+
+def failures(diffs: dict[str, Diff], tol: Tolerance = DEFAULT_TOLERANCE) -> list[str]:
+    """One short description per output that disagrees beyond tol."""
+    return [
+        f"{name}: max abs error {d.max_abs:.3g} > {tol.atol:g} + {tol.rtol:g}*{d.max_ref:.3g}"
+        for name, d in diffs.items()
+        if not d.ok(tol)
+    ]
+
+
+def tolerance_dict(tol: Tolerance) -> dict:
+    return asdict(tol)

@@ -1,0 +1,52 @@
+"""The project's error hierarchy, and the one place CLIs turn errors into exit codes.
+
+Every message says what was expected, what was received, and what is available.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+
+class FeatureMapsError(Exception):
+    """Base class: an expected failure caused by the user's input or environment."""
+
+
+class ArtifactError(FeatureMapsError):
+    """Artifacts missing, corrupt, tampered with, or of an unknown schema version."""
+
+
+class InputError(FeatureMapsError, ValueError):
+    """Images of the wrong shape, dtype or value range, NaN/inf, or an unknown output name."""
+
+
+class BackendError(FeatureMapsError):
+    """A backend that is unknown or not installed."""
+
+
+class DeviceError(BackendError):
+    """A device that was asked for but is not usable here."""
+
+
+class DataError(FeatureMapsError):
+    """A data set or image file that cannot be found or read."""
+
+
+class ExportError(FeatureMapsError):
+    """A model that cannot be exported, or artifacts that failed verification."""
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run a CLI entry point: project errors become one line on stderr and exit code 2.
+
+    Anything else is a bug and propagates with its traceback.
+    """
+    try:
+        return main(argv)
+    except FeatureMapsError as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the message held
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

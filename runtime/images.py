@@ -1,0 +1,90 @@
+"""Image files -> raw pixels shaped as the model input declares (Pillow, imported lazily).
+
+Conversion rules:
+- Any format Pillow reads; the first frame of animations; EXIF orientation applied.
+- Any size: resized to the manifest's H x W (Lanczos). The aspect ratio is not kept:
+  a non-square image is stretched, as most MNIST-style preprocessing does.
+- Any mode: converted to 1 channel (grayscale, "L") or 3 (RGB), as the model's C says.
+  16-bit and float grayscale are scaled to 0..255 rather than clipped.
+- Transparent pixels are background: black (MNIST digits are light on dark), or white
+  when `invert` is set, so that they are black after the inversion too.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import DataError, InputError
+from .manifest import InputSpec
+
+FORMATS_HINT = "PNG, JPEG, BMP, GIF, TIFF, WebP or any other format Pillow reads"
+_MODES = {1: "L", 3: "RGB"}
+
+
+def read_image(path: str | os.PathLike, spec: InputSpec, invert: bool = False) -> np.ndarray:
+    """Read an image file as uint8 pixels [H, W, C] matching `spec` (ready for runtime.preprocess.to_batch).
+
+    Args:
+        path: the image file.
+        spec: the model's input spec; its image_shape gives H, W and C.
+        invert: 255 - pixels, for dark-on-light images (the model expects light on dark).
+
+    Raises:
+        DataError: the file is missing or not a readable image, or Pillow is not installed.
+        InputError: the model's input has a channel count other than 1 or 3.
+    """
+    h, w, c = spec.image_shape
+    if c not in _MODES:
+        raise InputError(f"model input has {c} channels; image files convert to 1 (grayscale) or 3 (RGB) only")
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        raise DataError("reading image files needs Pillow: pip install 'featuremaps[viz]'") from None
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            img.load()
+            img = _to_mode(img, _MODES[c], background=255 if invert else 0)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # OSError covers missing files, directories, unknown formats and truncated data.
+        if isinstance(exc, Image.UnidentifiedImageError):
+            reason = "not an image format Pillow recognises"
+        elif isinstance(exc, OSError) and exc.strerror:
+            reason = exc.strerror  # e.g. "No such file or directory", without repeating the path
+        else:
+            reason = str(exc).split("\n")[0]
+        raise DataError(f"cannot read image {str(path)!r}: {reason}; expected {FORMATS_HINT}") from None
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.Resampling.LANCZOS)
+    pixels = np.asarray(img, dtype=np.uint8).reshape(h, w, c)
+    return 255 - pixels if invert else pixels.copy()
+
+
+def _to_mode(img, mode: str, background: int):
+    """Convert a Pillow image to "L" or "RGB", flattening transparency onto `background`."""
+    from PIL import Image
+
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _wide_gray_to_l(img)
+    if img.has_transparency_data:
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (background, background, background, 255))
+        img = Image.alpha_composite(base, rgba)
+    return img.convert(mode)
+
+
+def _wide_gray_to_l(img):
+    """16-bit, 32-bit or float grayscale -> 8-bit "L", scaled (Pillow's own convert clips at 255)."""
+    from PIL import Image
+
+    x = np.asarray(img, dtype=np.float64)
+    top = float(x.max()) if x.size else 0.0
+    if img.mode == "F" and top <= 1.0:
+        x = x * 255.0  # floats in 0..1
+    elif top > 255.0:
+        x = x / 257.0  # 16-bit range 0..65535 -> 0..255
+    return Image.fromarray(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+
+
+__all__ = ["read_image", "FORMATS_HINT"]

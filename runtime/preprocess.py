@@ -1,0 +1,71 @@
+"""Input handling in one place: raw pixels or floats of any accepted shape -> the model input."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+from .manifest import InputSpec
+
+# Floats may exceed the declared range by rounding; beyond this slack they are a mistake
+# (typically raw 0..255 pixels passed as float).
+_RANGE_SLACK = 1e-3
+
+
+def to_batch(images, spec: InputSpec) -> np.ndarray:
+    """Return images as a float32 [N, H, W, C] batch ready for the model.
+
+    Accepts raw integer pixels (0..255, preprocessed as the manifest declares) or floats
+    already preprocessed, shaped [H,W], [H,W,C], [N,H,W] or [N,H,W,C]. An empty batch
+    gives a [0, H, W, C] array.
+
+    Raises:
+        InputError: wrong shape, dtype or value range, or NaN/inf.
+    """
+    h, w, c = spec.image_shape
+    expected = f"[H,W], [N,H,W] or [N,H,W,C] with H,W,C = {h},{w},{c}"
+    try:
+        x = np.asarray(images)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"images must be an array {expected}; could not convert: {exc}") from None
+    if x.dtype == object or x.dtype.kind not in "uif":
+        raise InputError(f"images must be uint8 pixels or float32 values; got dtype {x.dtype}")
+    if x.ndim == 2 and c == 1:
+        x = x[None, :, :, None]
+    elif x.ndim == 3 and x.shape == (h, w, c) and x.shape[1:] != (h, w):
+        x = x[None]
+    elif x.ndim == 3 and c == 1:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[1:] != (h, w, c):
+        raise InputError(f"images must be {expected}; got shape {list(np.shape(images))}")
+    if x.dtype.kind in "ui":
+        return _from_pixels(x, spec)
+    return _checked_floats(x, spec)
+
+
+def _from_pixels(x: np.ndarray, spec: InputSpec) -> np.ndarray:
+    if x.size and (x.min() < 0 or x.max() > 255):
+        raise InputError(f"integer images are raw pixels and must lie in 0..255; got {x.min()}..{x.max()}")
+    pre = spec.preprocessing
+    out = x.astype(np.float32)
+    out *= np.float32(pre.scale)
+    if pre.offset:
+        out += np.float32(pre.offset)
+    return out
+
+
+def _checked_floats(x: np.ndarray, spec: InputSpec) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.size == 0:
+        return x
+    if not np.isfinite(x).all():
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise InputError(f"images contain {bad} NaN or infinite values; expected finite floats")
+    lo, hi = spec.preprocessing.value_range
+    xmin, xmax = float(x.min()), float(x.max())
+    slack = _RANGE_SLACK * max(1.0, hi - lo)
+    if xmin < lo - slack or xmax > hi + slack:
+        raise InputError(
+            f"float images must already be preprocessed into [{lo:g}, {hi:g}]; got values in "
+            f"[{xmin:g}, {xmax:g}] (pass raw 0..255 pixels as uint8 instead)"
+        )
+    return x

@@ -1,0 +1,148 @@
+"""viz.figures: PNGs decode with the expected size, are grayscale and not blank; Figures never touch pyplot."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime.errors import InputError
+from viz.figures import (comparison_figure, grid_figure, maps_shape_text, save_grid, save_png, to_uint8,
+                         upscale_factor)
+from viz.tiling import tile
+
+
+def relu_maps(h: int, w: int, c: int, seed: int = 0) -> np.ndarray:
+    """Feature-map-like arrays: mostly zero, some structure, a dead channel."""
+    rng = np.random.default_rng(seed)
+    maps = np.maximum(rng.normal(size=(h, w, c)), 0).astype(np.float32)
+    maps[..., 0] = 0.0
+    return maps
+
+
+def decode(path) -> Image.Image:
+    with Image.open(path) as img:
+        img.load()
+        return img
+
+
+def assert_not_blank(img: Image.Image) -> None:
+    lo, hi = img.convert("L").getextrema()
+    assert hi - lo > 100, f"image looks blank: values {lo}..{hi}"
+
+
+def assert_grayscale(img: Image.Image) -> None:
+    if img.mode == "L":
+        return
+    rgb = np.asarray(img.convert("RGB")).astype(int)
+    assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+
+
+def no_pyplot_figures() -> bool:
+    from matplotlib._pylab_helpers import Gcf
+
+    return Gcf.get_num_fig_managers() == 0
+
+
+def test_to_uint8():
+    np.testing.assert_array_equal(to_uint8(np.array([[0.0, 0.5, 1.0]])), [[0, 128, 255]])
+    np.testing.assert_array_equal(to_uint8(np.array([[-1.0, 0.0, 3.0]])), [[0, 64, 255]])  # min..max scaled
+    np.testing.assert_array_equal(to_uint8(np.full((2, 2), 9.0)), np.zeros((2, 2)))
+    assert to_uint8(np.zeros((0, 3))).shape == (0, 3)
+
+
+def test_upscale_factor():
+    assert upscale_factor((107, 215)) == 4
+    assert upscale_factor((95, 95)) == 9
+    assert upscale_factor((2000, 10)) == 1
+
+
+def test_save_grid_writes_the_mosaic_upscaled_pixel_exact(tmp_path):
+    maps = relu_maps(26, 26, 32)
+    path = save_grid(maps, tmp_path / "conv2d.png")
+    img = decode(path)
+    assert (img.format, img.mode, img.size) == ("PNG", "L", (215 * 4, 107 * 4))
+    assert_not_blank(img)
+    pixels = np.asarray(img)
+    np.testing.assert_array_equal(pixels[::4, ::4], to_uint8(tile(maps)))  # nearest upscaling, no smoothing
+    assert (pixels[:26 * 4, :26 * 4] == 0).all()  # the dead channel 0 is flat black
+
+
+def test_save_grid_second_layer_and_explicit_scale(tmp_path):
+    img = decode(save_grid(relu_maps(11, 11, 64)[None], tmp_path / "c1.png", layout="NHWC"))
+    assert img.size == (95 * 9, 95 * 9)
+    img = decode(save_grid(relu_maps(11, 11, 64), tmp_path / "c1.png", scale=1, cols=16))
+    assert img.size == (16 * 12 - 1, 4 * 12 - 1)
+
+
+def test_save_grid_with_labels_renders_a_grayscale_figure(tmp_path):
+    img = decode(save_grid(relu_maps(26, 26, 30), tmp_path / "labelled.png", labels=True, title="conv2d"))
+    assert img.format == "PNG" and img.size[0] >= 800
+    assert_grayscale(img)
+    assert_not_blank(img)
+    assert no_pyplot_figures()
+
+
+def test_grid_figure_is_one_image_not_one_subplot_per_map():
+    from matplotlib.figure import Figure
+
+    fig = grid_figure(relu_maps(26, 26, 32), labels=True, title="conv2d 26x26x32")
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 1 and len(fig.axes[0].images) == 1
+    assert [t.get_text() for t in fig.axes[0].texts] == [str(i) for i in range(32)]
+    assert no_pyplot_figures()
+
+
+def test_grid_figure_without_normalisation(tmp_path):
+    img = decode(save_png(grid_figure(relu_maps(5, 5, 4) * 40 - 3, normalize="none"), tmp_path / "raw.png"))
+    assert_grayscale(img)
+    assert_not_blank(img)
+
+
+def test_comparison_figure_titles_name_layers_and_shapes(tmp_path):
+    digit = (np.random.default_rng(1).random((28, 28)) * 255).astype(np.uint8)
+    layers = {"conv2d": relu_maps(26, 26, 32)[None], "conv2d_1": relu_maps(11, 11, 64)[None]}
+    fig = comparison_figure(digit, layers, layouts={"conv2d": "NHWC", "conv2d_1": "NHWC"}, title="digit 7")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["input\n28x28", "conv2d\n32 maps, 26x26", "conv2d_1\n64 maps, 11x11"]
+    assert fig.texts[0].get_text() == "digit 7"
+    img = decode(save_png(fig, tmp_path / "comparison.png"))
+    assert img.size[0] > 2 * img.size[1]  # side by side
+    assert_grayscale(img)
+    assert_not_blank(img)
+    assert no_pyplot_figures()
+
+
+def test_comparison_figure_accepts_channel_first_and_float_input():
+    fig = comparison_figure(np.random.rand(28, 28, 1).astype(np.float32),
+                            {"c": np.random.rand(8, 6, 6)}, layouts={"c": "CHW"}, normalize="layer")
+    assert [ax.get_title() for ax in fig.axes] == ["input\n28x28x1", "c\n8 maps, 6x6"]
+
+
+def test_maps_shape_text():
+    assert maps_shape_text(np.zeros((1, 64, 11, 11)), "NCHW") == "64 maps, 11x11"
+
+
+def test_save_png_is_atomic_and_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "sub" / "grid.png"
+    save_png(np.eye(8), target)
+    before = target.read_bytes()
+
+    class Exploding:
+        dpi = 100
+
+        def savefig(self, out, **kwargs):
+            out.write(b"partial")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        save_png(Exploding(), target)
+    assert target.read_bytes() == before  # the previous file survives a failed write
+    assert os.listdir(target.parent) == ["grid.png"]
+
+
+def test_save_png_rejects_non_2d_arrays(tmp_path):
+    with pytest.raises(InputError, match="2D grayscale"):
+        save_png(np.zeros((4, 4, 3)), tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,6 @@
+"""`python -m viz`: see viz.cli."""
+from runtime.errors import run_cli
+
+from .cli import main
+
+raise SystemExit(run_cli(main))

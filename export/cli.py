@@ -69,4 +69,7 @@ def summary(manifest: Manifest, out: Path) -> str:
         lines.append("  accuracy " + ", ".join(f"{k} {a:.4f}" for k, a in v["accuracy"].items()))
     size = sum(f["bytes"] for f in manifest.files.values())
     lines.append(f"  files: manifest.json, model.onnx, saved_model/ ({size / 1e6:.2f} MB), opset {manifest.onnx['opset']}")
+    if manifest.preview:
+        lines.append(f"  preview: {out / manifest.preview['file']} ({manifest.preview['output']} maps of "
+                     f"{manifest.preview['image']})")
     return "\n".join(lines)

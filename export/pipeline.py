@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from runtime.compare import DEFAULT_TOLERANCE, Tolerance
 from runtime.errors import ExportError
 from runtime.hashing import sha256_file, tree_files
-from runtime.manifest import ONNX_FILE, SAVED_MODEL_DIR, Manifest, Preprocessing
+from runtime.manifest import ONNX_FILE, SAVED_MODEL_DIR, InputSpec, Manifest, Preprocessing
+from runtime.preprocess import to_batch
 
 from .artifacts import DEFAULT_OPSET, serving_function, write_onnx, write_saved_model
 from .graph import feature_model, input_spec, select_layers
@@ -50,9 +53,14 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
     spec = input_spec(model, options.preprocessing)
     fmodel, outputs = feature_model(model, select_layers(model, options.layers))
     labels = _labels(outputs, options.labels)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise ExportError(f"cannot write {out}: {exc.strerror} in {out.parent}") from None
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename
+        images, truth, source = verification_images(spec, options.data)
+        preview = _write_preview(fmodel, spec, outputs, images[0], truth, tmp)
         serve = serving_function(fmodel, spec)
         write_saved_model(fmodel, serve, tmp / SAVED_MODEL_DIR)
         write_onnx(serve, [o.name for o in outputs], tmp / ONNX_FILE, options.opset)
@@ -65,10 +73,10 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
             onnx={"file": ONNX_FILE, "opset": options.opset},
             tools=tool_versions(),
             files=tree_files(tmp),
+            preview=preview,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         manifest.write(tmp)
-        images, truth, source = verification_images(spec, options.data)
         manifest.verification = verify(fmodel, tmp, manifest, images, truth, source, options.tolerance)
         manifest.verification["seconds"] = round(time.perf_counter() - started, 2)
         if not manifest.verification["passed"]:
@@ -80,6 +88,20 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _write_preview(fmodel, spec: InputSpec, outputs, image, truth, folder: Path) -> dict:
+    """Grid PNG of the first feature map for test image 0, so a person sees the export at once."""
+    from viz import save_grid
+
+    first = next((o for o in outputs if o.role == "feature_map" and o.layout in ("NHWC", "NCHW")), None)
+    if first is None:
+        return {}
+    maps = np.asarray(fmodel(to_batch(image, spec), training=False)[first.name])
+    name = f"preview_{first.name}.png"
+    save_grid(maps, folder / name, layout=first.layout)
+    label = f" (label {truth[0]})" if truth is not None else ""
+    return {"file": name, "output": first.name, "image": f"test image 0{label}"}
 
 
 def _umask() -> int:

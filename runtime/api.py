@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from itertools import islice
+from numbers import Integral
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -11,7 +11,7 @@ import numpy as np
 from .backends import runner_class
 from .errors import DeviceError, InputError
 from .manifest import InputSpec, Manifest, read_manifest
-from .preprocess import to_batch
+from .preprocess import is_batch, to_batch
 
 DEVICES = ("cpu", "gpu", "auto")
 
@@ -30,17 +30,30 @@ def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu
         ArtifactError: missing, tampered or unreadable artifacts, or an unknown schema version.
         BackendError / DeviceError: backend not installed, or device not usable here.
     """
+    _check_device_name(device)  # before importing a framework or hashing files
     folder = Path(artifacts)
     manifest = read_manifest(folder)
     cls = runner_class(backend)
-    runner = cls(folder, manifest, resolve_device(device, backend, cls.devices()), **options)
+    resolved = resolve_device(device, backend, cls.devices())
+    try:
+        runner = cls(folder, manifest, resolved, **options)
+    except DeviceError:
+        # A GPU can be listed yet fail to start (e.g. onnxruntime-gpu without a driver):
+        # "auto" then means CPU; an explicit "gpu" stays an error.
+        if device != "auto" or resolved == "cpu":
+            raise
+        runner = cls(folder, manifest, "cpu", **options)
     return Model(folder, manifest, runner)
+
+
+def _check_device_name(device: str) -> None:
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; expected one of {list(DEVICES)}")
 
 
 def resolve_device(device: str, backend: str, available: list[str]) -> str:
     """'cpu' | 'gpu' | 'auto' -> the device to use; never falls back silently from 'gpu'."""
-    if device not in DEVICES:
-        raise DeviceError(f"unknown device {device!r}; expected one of {list(DEVICES)}")
+    _check_device_name(device)
     if device == "auto":
         return "gpu" if "gpu" in available else "cpu"
     if device not in available:
@@ -55,6 +68,8 @@ class Model:
         self.folder = folder
         self.manifest = manifest
         self._runner = runner
+        # Kept apart from the runner so that they still answer after close().
+        self._backend, self._device, self._providers = runner.name, runner.device, list(runner.providers)
 
     @property
     def input_spec(self) -> InputSpec:
@@ -66,16 +81,16 @@ class Model:
 
     @property
     def backend(self) -> str:
-        return self._runner.name
+        return self._backend
 
     @property
     def device(self) -> str:
-        return self._runner.device
+        return self._device
 
     @property
     def providers(self) -> list[str]:
         """What really executes the model (onnxruntime providers, or the TensorFlow device)."""
-        return list(self._runner.providers)
+        return list(self._providers)
 
     def run(self, images, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Feature maps of a batch of images.
@@ -89,40 +104,52 @@ class Model:
             output name -> float32 array with the batch dimension first.
 
         Raises:
-            InputError: bad images or unknown output names.
+            InputError: bad images, unknown output names, or a closed model.
         """
+        self._check_open()
         names = self._names(outputs)
         batch = to_batch(images, self.input_spec)
         if len(batch) == 0:
             return {n: np.zeros((0, *self.manifest.output(n).shape[1:]), np.float32) for n in names}
-        if self._runner is None:
-            raise InputError("model is closed; load it again")
         return self._runner.run(batch, names)
 
     def stream(self, images, batch_size: int = 256, outputs: Iterable[str] | None = None) -> Iterator[dict]:
         """Run a large array, or an iterable of images or batches, batch by batch in bounded memory.
 
-        Yields one dict per batch of at most batch_size images, in input order.
+        Arguments are checked now; images are read lazily. Holds at most one batch of inputs
+        and its outputs at a time (plus the array passed in, which is sliced, not copied).
+
+        Returns:
+            an iterator of one dict per batch of at most batch_size images, in input order
+            (nothing for an empty input).
+
+        Raises:
+            InputError: batch_size below 1, unknown output names or a closed model (now);
+                bad images (while iterating).
         """
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1; got {batch_size}")
+        if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size must be an integer of at least 1; got {batch_size!r}")
+        self._check_open()
         names = self._names(outputs)
-        if isinstance(images, np.ndarray) and _is_batch(images, self.input_spec):
-            for start in range(0, len(images), batch_size):
-                yield self.run(images[start:start + batch_size], names)
-            return
+        if isinstance(images, np.ndarray) and is_batch(images, self.input_spec):
+            return (self.run(images[start:start + batch_size], names) for start in range(0, len(images), batch_size))
         if isinstance(images, np.ndarray):
             images = [images]  # one image
-        for chunk in _chunks(images, self.input_spec, batch_size):
-            yield self.run(chunk, names)
+        return (self.run(chunk, names) for chunk in _chunks(images, self.input_spec, int(batch_size)))
+
+    def _check_open(self) -> None:
+        if self._runner is None:
+            raise InputError("model is closed; load it again")
 
     def _names(self, outputs: Iterable[str] | None) -> list[str]:
         if outputs is None:
             return self.output_names
-        names = [outputs] if isinstance(outputs, str) else list(outputs)
+        names = list(dict.fromkeys([outputs] if isinstance(outputs, str) else outputs))  # drop repeats, keep order
         unknown = [n for n in names if n not in self.output_names]
-        if unknown or not names:
-            raise InputError(f"unknown output name(s) {unknown or names}; available: {self.output_names}")
+        if unknown:
+            raise InputError(f"unknown output name(s) {unknown}; available: {self.output_names}")
+        if not names:
+            raise InputError(f"no output names given; available: {self.output_names}")
         return names
 
     def close(self) -> None:
@@ -140,23 +167,20 @@ class Model:
         return f"Model({str(self.folder)!r}, backend={self.backend!r}, device={self.device!r}, outputs={self.output_names})"
 
 
-def _is_batch(x: np.ndarray, spec: InputSpec) -> bool:
-    h, w, c = spec.image_shape
-    return x.ndim == 4 or (x.ndim == 3 and c == 1 and x.shape[1:] == (h, w))
-
-
 def _chunks(items: Iterable, spec: InputSpec, batch_size: int) -> Iterator[np.ndarray]:
     """Group an iterable of single images or batches into float32 batches of batch_size."""
     pending: list[np.ndarray] = []
     count = 0
     for item in items:
         part = to_batch(item, spec)
-        pending.append(part)
-        count += len(part)
-        while count >= batch_size:
-            joined = np.concatenate(pending)
-            yield joined[:batch_size]
-            rest = joined[batch_size:]
-            pending, count = ([rest] if len(rest) else []), len(rest)
+        # Slice each part instead of re-joining the remainder: a large item is copied once.
+        while len(part):
+            take = min(batch_size - count, len(part))
+            pending.append(part[:take])
+            count += take
+            part = part[take:]
+            if count == batch_size:
+                yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+                pending, count = [], 0
     if count:
-        yield np.concatenate(pending)
+        yield pending[0] if len(pending) == 1 else np.concatenate(pending)

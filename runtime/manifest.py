@@ -73,6 +73,7 @@ class Manifest:
     tools: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     verification: dict = field(default_factory=dict)
+    preview: dict = field(default_factory=dict)  # {"file", "output", "image"}: a grid PNG among the files
     created: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -125,12 +126,14 @@ def read_manifest(folder: str | os.PathLike, verify_files: bool = True) -> Manif
 
     Raises:
         ArtifactError: folder or manifest missing, unreadable, of another schema version,
-            or (with verify_files) any artifact file missing, extra or with a wrong sha256.
+            or (with verify_files) any listed artifact file missing or with a wrong sha256.
+            Files not listed are ignored: the loaders read only listed files.
     """
     folder = Path(folder)
     path = folder / MANIFEST
     if not folder.is_dir():
-        raise ArtifactError(f"artifacts folder {str(folder)!r} does not exist (expected the output of `python -m export`)")
+        state = "is not a folder" if folder.exists() else "does not exist"
+        raise ArtifactError(f"artifacts folder {str(folder)!r} {state} (expected the output of `python -m export`)")
     if not path.is_file():
         found = sorted(p.name for p in folder.iterdir())[:10]
         raise ArtifactError(f"no {MANIFEST} in {str(folder)!r}; found {found or 'nothing'}")
@@ -151,11 +154,13 @@ def verify_files_against(manifest: Manifest, folder: Path, only: list[str] | Non
         only: check only files whose path starts with one of these prefixes (e.g. the ONNX
             file alone when only the ONNX backend is used); all files when None.
     """
-    if not manifest.files:
+    if not manifest.files or not isinstance(manifest.files, dict):
         raise ArtifactError(f"{folder / MANIFEST} lists no artifact files: cannot check integrity")
     for rel, meta in manifest.files.items():
         if only is not None and not any(rel == p or rel.startswith(p + "/") for p in only):
             continue
+        if not isinstance(meta, dict) or not {"bytes", "sha256"} <= meta.keys():
+            raise ArtifactError(f"{folder / MANIFEST}: entry {rel!r} of 'files' lacks 'bytes' and 'sha256'")
         path = folder / rel
         if not path.is_file():
             raise ArtifactError(f"artifact file {rel!r} listed in the manifest is missing from {str(folder)!r}")

@@ -22,14 +22,16 @@ def to_batch(images, spec: InputSpec) -> np.ndarray:
         InputError: wrong shape, dtype or value range, or NaN/inf.
     """
     h, w, c = spec.image_shape
-    expected = f"[H,W], [N,H,W] or [N,H,W,C] with H,W,C = {h},{w},{c}"
+    expected = _accepted_shapes(spec)
     try:
         x = np.asarray(images)
     except (ValueError, TypeError) as exc:
         raise InputError(f"images must be an array {expected}; could not convert: {exc}") from None
     if x.dtype == object or x.dtype.kind not in "uif":
-        raise InputError(f"images must be uint8 pixels or float32 values; got dtype {x.dtype}")
-    if x.ndim == 2 and c == 1:
+        raise InputError(f"images must be uint8 pixels (0..255) or preprocessed floats; got dtype {x.dtype}")
+    if x.ndim == 1 and x.size == 0:
+        x = x.reshape(0, h, w, c)  # [] or an empty array: an empty batch
+    elif x.ndim == 2 and c == 1:
         x = x[None, :, :, None]
     elif x.ndim == 3 and x.shape == (h, w, c) and x.shape[1:] != (h, w):
         x = x[None]
@@ -42,8 +44,21 @@ def to_batch(images, spec: InputSpec) -> np.ndarray:
     return _checked_floats(x, spec)
 
 
+def is_batch(x: np.ndarray, spec: InputSpec) -> bool:
+    """Whether an array of a shape to_batch accepts is a batch ([N,H,W] or [N,H,W,C]) rather than one image."""
+    h, w, c = spec.image_shape
+    return x.ndim == 4 or (x.ndim == 3 and c == 1 and x.shape[1:] == (h, w))
+
+
+def _accepted_shapes(spec: InputSpec) -> str:
+    h, w, c = spec.image_shape
+    if c == 1:
+        return f"[H,W], [H,W,1], [N,H,W] or [N,H,W,1] with H,W = {h},{w}"
+    return f"[H,W,C] or [N,H,W,C] with H,W,C = {h},{w},{c}"
+
+
 def _from_pixels(x: np.ndarray, spec: InputSpec) -> np.ndarray:
-    if x.size and (x.min() < 0 or x.max() > 255):
+    if x.dtype != np.uint8 and x.size and (x.min() < 0 or x.max() > 255):  # uint8 is in range by type
         raise InputError(f"integer images are raw pixels and must lie in 0..255; got {x.min()}..{x.max()}")
     pre = spec.preprocessing
     out = x.astype(np.float32)

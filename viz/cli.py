@@ -84,7 +84,8 @@ def write_figures(
                   labels=labels)
         for n in names
     ]
-    fig = comparison_figure(image, acts, layouts=layouts, cols=cols, normalize=normalize, title=title)
+    ordered = {n: acts[n] for n in names}  # display order is the order asked for, whatever the backend returns
+    fig = comparison_figure(image, ordered, layouts=layouts, cols=cols, normalize=normalize, title=title)
     written.append(save_png(fig, out / COMPARISON))
     return written
 
@@ -134,7 +135,7 @@ def load_input(args: argparse.Namespace, model) -> tuple[np.ndarray, str]:
     if args.image is not None:
         from runtime.images import read_image
 
-        return read_image(args.image, model.input_spec, invert=args.invert), f"{args.image.name}"
+        return read_image(args.image, model.input_spec, invert=args.invert), args.image.name
     x, y, source = mnist_test_set(args.data)
     if not 0 <= args.index < len(x):
         hint = "" if len(x) >= 10000 else " (pass --data mnist.npz or set MNIST_NPZ for the full test set)"

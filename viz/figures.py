@@ -1,7 +1,7 @@
 """Mosaics -> grayscale PNGs and matplotlib Figures; never pyplot, never shown.
 
 Figures are built from `matplotlib.figure.Figure` with an Agg canvas, so no global
-pyplot state is touched (thread-safe, nothing to close, no window ever opens).
+pyplot state is touched: nothing to close, no window ever opens, whatever the backend.
 matplotlib and Pillow are imported inside the functions that need them.
 """
 from __future__ import annotations

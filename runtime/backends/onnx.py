@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import ArtifactError, DeviceError
+from ..errors import ArtifactError, BackendError, DeviceError
 from ..manifest import INPUT_NAME, ONNX_FILE, Manifest
 
 CUDA = "CUDAExecutionProvider"
@@ -20,6 +20,9 @@ def session_options(threads: int | None = None, optimization: str = "all") -> or
     Args:
         threads: intra-op threads; None lets onnxruntime use one per physical core.
         optimization: "disable", "basic", "extended" or "all".
+
+    Raises:
+        BackendError: an unknown optimization level.
     """
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -27,6 +30,8 @@ def session_options(threads: int | None = None, optimization: str = "all") -> or
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }
+    if optimization not in levels:
+        raise BackendError(f"unknown onnxruntime optimization {optimization!r}; expected one of {list(levels)}")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = levels[optimization]
     # Small conv nets have no parallel branches: inter-op threads only add wake-ups.

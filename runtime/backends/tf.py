@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,19 @@ class TFRunner:
 
 
 def _set_threads(threads: int) -> None:
-    # TensorFlow fixes its thread pools at first use; later calls cannot change them.
+    """Size TensorFlow's thread pools: process-wide, and only possible before TensorFlow first runs anything."""
+    threading = tf.config.threading
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        threading.set_intra_op_parallelism_threads(threads)
+        threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
-        pass
+        # TensorFlow fixes its pools at first use; say so rather than run with other threads unnoticed.
+        current = threading.get_intra_op_parallelism_threads()
+        warnings.warn(
+            f"threads={threads} ignored: TensorFlow's thread pools are already initialised in this process "
+            f"(intra-op threads {current or 'default (one per core)'}, inter-op threads "
+            f"{threading.get_inter_op_parallelism_threads() or 'default'}); pass threads to the first "
+            "TensorFlow model loaded in the process",
+            RuntimeWarning,
+            stacklevel=4,  # the caller of runtime.load
+        )

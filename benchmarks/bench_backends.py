@@ -1,0 +1,133 @@
+"""Images per second of every way to get the reference CNN's feature maps, at batch sizes 1, 32 and 256.
+
+Approaches (all return every output: the two conv feature maps and the probabilities, as numpy):
+    seed_predict      keras.Model.predict on a sub-model, as the seed script did
+    keras_call        the same Keras sub-model called directly, outputs converted to numpy
+    runtime_tf        runtime.load(..., backend="tf").run
+    runtime_onnx      runtime.load(..., backend="onnx").run
+    bare_ort          onnxruntime.InferenceSession.run on the same model.onnx, same SessionOptions as the runtime
+    bare_ort_default  the same with onnxruntime's default SessionOptions
+    *_gpu             the same on the GPU (skipped with the reason when there is none)
+plus the float32 numpy matmul peak of this machine, measured in the same run.
+
+Each benchmark records extra_info: approach, device, images per call, model FLOPs per image;
+`python -m benchmarks.report` turns the saved JSON into a table, the ratios and a chart.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+CPU_APPROACHES = ["seed_predict", "keras_call", "runtime_tf", "runtime_onnx", "bare_ort", "bare_ort_default"]
+GPU_APPROACHES = ["keras_call_gpu", "runtime_tf_gpu", "runtime_onnx_gpu", "bare_ort_gpu"]
+SLOW = {"seed_predict": 12}  # rounds for approaches too slow for pytest-benchmark's calibration (~80 ms per call)
+MATMUL_N = 1024
+BATCH_SIZES = [1, 32, 256]  # benchmarks/conftest.py provides 256 real digits
+
+
+def gpu_missing(backend: str) -> str | None:
+    """Why this framework cannot use a GPU here, or None when it can."""
+    if backend == "onnx":
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in providers:
+            return f"no GPU for onnxruntime: CUDAExecutionProvider not in available providers {providers}"
+        return None
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        return "no GPU for TensorFlow: tf.config.list_physical_devices('GPU') is empty"
+    return None
+
+
+def _keras_on(device: str, fn):
+    import tensorflow as tf
+
+    def run(x):
+        with tf.device(device):
+            return fn(x)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def approaches(bench_artifacts, keras_models):
+    """approach name -> callable(float32 batch) -> outputs; sessions and models created once, lazily."""
+    import onnxruntime as ort
+
+    import runtime
+    from runtime.backends.onnx import session_options
+
+    seed, features = keras_models
+    onnx_path = str(bench_artifacts / "model.onnx")
+    opened = []
+
+    def load(backend, device):
+        model = runtime.load(bench_artifacts, backend=backend, device=device)
+        opened.append(model)
+        return model.run
+
+    def bare(options, providers):
+        session = ort.InferenceSession(onnx_path, options, providers=providers)
+        if providers[0] not in session.get_providers()[:1]:
+            pytest.fail(f"onnxruntime took {session.get_providers()}, not {providers[0]}")
+        return lambda x: session.run(None, {"image": x})
+
+    def keras_call(x):
+        return {k: v.numpy() for k, v in features(x, training=False).items()}
+
+    cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    factories = {
+        "seed_predict": lambda: _keras_on("/CPU:0", lambda x: seed.predict(x, verbose=0)),
+        "keras_call": lambda: _keras_on("/CPU:0", keras_call),
+        "runtime_tf": lambda: load("tf", "cpu"),
+        "runtime_onnx": lambda: load("onnx", "cpu"),
+        "bare_ort": lambda: bare(session_options(), ["CPUExecutionProvider"]),
+        "bare_ort_default": lambda: bare(None, ["CPUExecutionProvider"]),
+        "keras_call_gpu": lambda: _keras_on("/GPU:0", keras_call),
+        "runtime_tf_gpu": lambda: load("tf", "gpu"),
+        "runtime_onnx_gpu": lambda: load("onnx", "gpu"),
+        "bare_ort_gpu": lambda: bare(session_options(), cuda),
+    }
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = factories[name]()
+        return cache[name]
+
+    yield get
+    for model in opened:
+        model.close()
+
+
+@pytest.mark.parametrize("batch", BATCH_SIZES)
+@pytest.mark.parametrize("approach", CPU_APPROACHES + GPU_APPROACHES)
+def test_backend(benchmark, approach, batch, approaches, bench_images, model_flops):
+    device = "gpu" if approach.endswith("_gpu") else "cpu"
+    if device == "gpu":
+        reason = gpu_missing("onnx" if "ort" in approach or "onnx" in approach else "tf")
+        if reason:
+            pytest.skip(reason)
+    fn = approaches(approach)
+    x = np.ascontiguousarray(bench_images[:batch])
+    out = fn(x)  # warm-up: first calls trace graphs and allocate
+    assert len(out) == 3 and all(len(v) == batch for v in (out.values() if isinstance(out, dict) else out))
+    benchmark.group = f"batch {batch}"
+    benchmark.extra_info.update(approach=approach, device=device, images=batch, model_flops_per_image=model_flops)
+    if approach in SLOW:
+        benchmark.pedantic(fn, args=(x,), rounds=SLOW[approach], iterations=1, warmup_rounds=1)
+    else:
+        benchmark(fn, x)
+
+
+def test_matmul_peak(benchmark):
+    """float32 numpy matmul: this machine's practical compute peak, the yardstick of the report."""
+    rng = np.random.default_rng(0)
+    a = rng.random((MATMUL_N, MATMUL_N), dtype=np.float32)
+    b = rng.random((MATMUL_N, MATMUL_N), dtype=np.float32)
+    a @ b
+    benchmark.group = "matmul peak"
+    benchmark.extra_info.update(approach="numpy_matmul_f32", n=MATMUL_N, flops=2 * MATMUL_N**3)
+    benchmark(np.matmul, a, b)

@@ -1,0 +1,104 @@
+"""Model cost in floating-point operations per image, counted from the ONNX graph.
+
+Convention: a multiply-add counts as 2 FLOPs, and only Conv, ConvTranspose, Gemm and MatMul are
+counted (bias adds, activations, pooling, BatchNorm and softmax are ignored: together they are a
+few percent of the total for CNNs). Per image: the batch dimension is left out.
+
+    Conv:    2 * Cout * Hout * Wout * (Cin / group) * Kh * Kw
+    Gemm / MatMul with a constant [K, N] weight: 2 * K * N per row (one row per image for Dense)
+
+The reference MNIST CNN: 389,376 + 4,460,544 (convs) + 204,800 + 1,280 (dense) = 5,056,000 FLOPs.
+
+    python -m benchmarks.flops artifacts/model.onnx
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from dataclasses import dataclass, field
+
+COUNTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass
+class FlopCount:
+    total: int = 0
+    by_node: list[tuple[str, str, int]] = field(default_factory=list)  # (node name, op type, FLOPs)
+
+    def add(self, node, flops: int) -> None:
+        self.by_node.append((node.name or node.output[0], node.op_type, int(flops)))
+        self.total += int(flops)
+
+
+def onnx_flops(model) -> FlopCount:
+    """FLOPs per image of an ONNX model (a path or an onnx.ModelProto).
+
+    Raises:
+        ValueError: a counted node whose shapes cannot be inferred statically.
+    """
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        model = onnx.load(os.fspath(model))
+    model = onnx.shape_inference.infer_shapes(model)
+    graph = model.graph
+    weights = {init.name: list(init.dims) for init in graph.initializer}
+    shapes = {v.name: _dims(v) for v in [*graph.input, *graph.value_info, *graph.output]}
+    count = FlopCount()
+    for node in graph.node:
+        if node.op_type not in COUNTED:
+            continue
+        if node.op_type in ("Conv", "ConvTranspose"):
+            w = weights.get(node.input[1])
+            out = shapes.get(node.output[0])
+            inp = shapes.get(node.input[0])
+            if w is None or not _static(out, 1) or not _static(inp, 1):
+                raise ValueError(f"cannot count {node.op_type} {node.name!r}: weight or shapes not static")
+            if node.op_type == "Conv":  # w: [Cout, Cin/group, Kh, Kw]; out: [N, Cout, Hout, Wout]
+                count.add(node, 2 * math.prod(out[1:]) * math.prod(w[1:]))
+            else:  # w: [Cin, Cout/group, Kh, Kw]; every input element is scattered over Cout/group*Kh*Kw outputs
+                count.add(node, 2 * math.prod(inp[1:]) * math.prod(w[1:]))
+            continue
+        a, b = node.input[0], node.input[1]
+        w = weights.get(b)
+        if w is None or len(w) != 2:
+            raise ValueError(f"cannot count {node.op_type} {node.name!r}: second input is not a constant matrix")
+        k, n = w
+        if node.op_type == "Gemm" and any(att.name == "transB" and att.i for att in node.attribute):
+            k, n = n, k
+        rows = shapes.get(a)
+        # Rows per image: the dimensions between the batch and the reduced one (none for a Dense layer).
+        per_image = 1 if rows is None or len(rows) <= 2 else rows[1:-1]
+        if not isinstance(per_image, int):
+            if not _static(per_image, 0):
+                raise ValueError(f"cannot count {node.op_type} {node.name!r}: input shape {rows} not static")
+            per_image = math.prod(per_image)
+        count.add(node, 2 * k * n * per_image)
+    return count
+
+
+def _dims(value_info) -> list | None:
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+
+
+def _static(dims, start: int) -> bool:
+    return dims is not None and all(isinstance(d, int) and d > 0 for d in dims[start:])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.flops", description="FLOPs per image of an ONNX model")
+    parser.add_argument("onnx", help="path to model.onnx")
+    args = parser.parse_args(argv)
+    count = onnx_flops(args.onnx)
+    for name, op, flops in count.by_node:
+        print(f"{op:14s} {flops:>14,d}  {name}")
+    print(f"{'total':14s} {count.total:>14,d}  FLOPs per image ({count.total / 1e6:.3f} MFLOP)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

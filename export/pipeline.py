@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.atomic import umask
 from runtime.compare import DEFAULT_TOLERANCE, Tolerance
 from runtime.errors import ExportError
 from runtime.hashing import sha256_file, tree_files
@@ -58,7 +59,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
     except OSError as exc:
         raise ExportError(f"cannot write {out}: {exc.strerror} in {out.parent}") from None
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would outlive the rename
         images, truth, source = verification_images(spec, options.data)
         preview = _write_preview(fmodel, spec, outputs, images[0], truth, tmp)
         serve = serving_function(fmodel, spec)
@@ -102,12 +103,6 @@ def _write_preview(fmodel, spec: InputSpec, outputs, image, truth, folder: Path)
     save_grid(maps, folder / name, layout=first.layout)
     label = f" (label {truth[0]})" if truth is not None else ""
     return {"file": name, "output": first.name, "image": f"test image 0{label}"}
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _check_target(out: Path, force: bool) -> None:

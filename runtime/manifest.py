@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write
 from .errors import ArtifactError
 from .hashing import MANIFEST, sha256_file, tree_files
 
@@ -115,9 +116,8 @@ class Manifest:
     def write(self, folder: Path) -> Path:
         """Write manifest.json into folder, replacing any previous one atomically."""
         path = Path(folder) / MANIFEST
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        with atomic_write(path, "w") as f:
+            f.write(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import DataError
 
 SHIPPED_DIGITS = Path(__file__).parent / "data" / "mnist_test_digits.npz"
@@ -56,19 +55,17 @@ def find_mnist(path: str | os.PathLike | None = None, download: bool = True) -> 
 def _download(target: Path) -> Path:
     hint = "point at a local copy with --data PATH or the MNIST_NPZ environment variable"
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(KERAS_URL, timeout=30) as resp:
-            shutil.copyfileobj(resp, out)
-        if hashlib.sha256(Path(tmp).read_bytes()).hexdigest() != KERAS_SHA256:
-            raise DataError(f"downloaded MNIST from {KERAS_URL} failed its sha256 check; {hint}")
-        os.replace(tmp, target)
+        with atomic_write(target) as out, urllib.request.urlopen(KERAS_URL, timeout=30) as resp:
+            digest = hashlib.sha256()
+            for block in iter(lambda: resp.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+            if digest.hexdigest() != KERAS_SHA256:
+                raise DataError(f"downloaded MNIST from {KERAS_URL} failed its sha256 check; {hint}")
         return target
     except OSError as exc:
         raise DataError(f"MNIST not found locally and the download from {KERAS_URL} failed ({exc}); {hint}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_mnist(path: str | os.PathLike | None = None, download: bool = True) -> dict[str, np.ndarray] | None:

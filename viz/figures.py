@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
+from runtime.atomic import atomic_write
 from runtime.errors import InputError
 
 from .tiling import as_hwc, grid_shape, tile
@@ -173,17 +173,11 @@ def save_png(fig_or_array, path: str | os.PathLike, scale: int | None = None) ->
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if isinstance(fig_or_array, np.ndarray):
-                _write_gray_png(fig_or_array, out, scale)
-            else:
-                fig_or_array.savefig(out, format="png", dpi=fig_or_array.dpi)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as out:
+        if isinstance(fig_or_array, np.ndarray):
+            _write_gray_png(fig_or_array, out, scale)
+        else:
+            fig_or_array.savefig(out, format="png", dpi=fig_or_array.dpi)
     return path
 
 

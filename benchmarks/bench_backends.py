@@ -8,7 +8,10 @@ Approaches (all return every output: the two conv feature maps and the probabili
     bare_ort          onnxruntime.InferenceSession.run on the same model.onnx, same SessionOptions as the runtime
     bare_ort_default  the same with onnxruntime's default SessionOptions
     *_gpu             the same on the GPU (skipped with the reason when there is none)
-plus the float32 numpy matmul peak of this machine, measured in the same run.
+plus the float32 numpy matmul peak of this machine, measured in the same run, and an interleaved
+A/B measurement of the onnx runtime wrapper against a bare session at batch 1 (group "onnx wrapper A/B"):
+sequential benchmarks a second apart differ by more than the wrapper's few microseconds on a noisy
+machine, alternating short blocks of calls does not.
 
 Each benchmark records extra_info: approach, device, images per call, model FLOPs per image;
 `python -m benchmarks.report` turns the saved JSON into a table, the ratios and a chart.
@@ -21,7 +24,8 @@ import pytest
 CPU_APPROACHES = ["seed_predict", "keras_call", "runtime_tf", "runtime_onnx", "bare_ort", "bare_ort_default"]
 GPU_APPROACHES = ["keras_call_gpu", "runtime_tf_gpu", "runtime_onnx_gpu", "bare_ort_gpu"]
 SLOW = {"seed_predict": 12}  # rounds for approaches too slow for pytest-benchmark's calibration (~80 ms per call)
-MATMUL_N = 1024
+MATMUL_SIZES = [512, 1024, 2048]
+AB_BLOCKS, AB_CALLS = 300, 10  # A/B: rounds of one block of AB_CALLS calls per variant, variants alternating
 BATCH_SIZES = [1, 32, 256]  # benchmarks/conftest.py provides 256 real digits
 
 
@@ -122,12 +126,61 @@ def test_backend(benchmark, approach, batch, approaches, bench_images, model_flo
         benchmark(fn, x)
 
 
-def test_matmul_peak(benchmark):
-    """float32 numpy matmul: this machine's practical compute peak, the yardstick of the report."""
+@pytest.mark.parametrize("n", MATMUL_SIZES)
+def test_matmul_peak(benchmark, n):
+    """float32 numpy matmul n x n: this machine's practical compute peak (the report takes the best size)."""
     rng = np.random.default_rng(0)
-    a = rng.random((MATMUL_N, MATMUL_N), dtype=np.float32)
-    b = rng.random((MATMUL_N, MATMUL_N), dtype=np.float32)
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
     a @ b
     benchmark.group = "matmul peak"
-    benchmark.extra_info.update(approach="numpy_matmul_f32", n=MATMUL_N, flops=2 * MATMUL_N**3)
+    benchmark.extra_info.update(approach="numpy_matmul_f32", n=n, flops=2 * n**3)
     benchmark(np.matmul, a, b)
+
+
+def test_onnx_wrapper_overhead_ab(benchmark, approaches, bench_artifacts, bench_images):
+    """Batch 1, all outputs: runtime wrapper vs bare session (same SessionOptions), alternating blocks of calls.
+
+    float: both get the same preprocessed float32 image (the wrapper validates it: shape, NaN/inf, range).
+    float_unchecked: the same with runtime.load(..., check_values=False): shape and dtype checks only.
+    pixels: both start from uint8 pixels; the bare caller scales them itself, the wrapper via the manifest.
+    """
+    import time
+
+    from runtime import read_manifest
+    from runtime.mnist import mnist_test_set
+
+    import runtime
+
+    runtime_onnx, bare_ort = approaches("runtime_onnx"), approaches("bare_ort")
+    unchecked = runtime.load(bench_artifacts, check_values=False)
+    x = np.ascontiguousarray(bench_images[:1])
+    pixels = mnist_test_set()[0][:1]
+    scale = np.float32(read_manifest(bench_artifacts).input.preprocessing.scale)
+    variants = {
+        "runtime_float": lambda: runtime_onnx(x),
+        "bare_float": lambda: bare_ort(x),
+        "runtime_float_unchecked": lambda: unchecked.run(x),
+        "runtime_pixels": lambda: runtime_onnx(pixels),
+        "bare_pixels": lambda: bare_ort(pixels[..., None] * scale),
+    }
+    np.testing.assert_allclose(variants["runtime_pixels"]()["conv2d_1"], variants["bare_pixels"]()[2], atol=1e-6)
+    seconds = {name: [] for name in variants}
+    clock = time.perf_counter
+
+    def block():
+        for name, fn in variants.items():
+            start = clock()
+            for _ in range(AB_CALLS):
+                fn()
+            seconds[name].append((clock() - start) / AB_CALLS)
+
+    block()  # warm-up
+    for times in seconds.values():
+        times.clear()
+    benchmark.group = "onnx wrapper A/B (batch 1)"
+    benchmark.pedantic(block, rounds=AB_BLOCKS, iterations=1)
+    unchecked.close()
+    stats = {name: {"median_s": float(np.median(t)), "min_s": float(np.min(t)), "blocks": len(t)}
+             for name, t in seconds.items()}
+    benchmark.extra_info.update(kind="ab_overhead", images=1, calls_per_block=AB_CALLS, variants=stats)

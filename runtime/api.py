@@ -10,30 +10,37 @@ import numpy as np
 
 from .backends import runner_class
 from .errors import DeviceError, InputError
-from .manifest import InputSpec, Manifest, read_manifest
+from .manifest import InputSpec, Manifest, read_manifest, verify_files_against
 from .preprocess import is_batch, to_batch
 
 DEVICES = ("cpu", "gpu", "auto")
 
 
-def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu", **options) -> "Model":
+def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu", check_values: bool = True,
+         **options) -> "Model":
     """Load an artifacts folder written by `python -m export`, checking it before any inference.
 
     Args:
         artifacts: the folder holding manifest.json, model.onnx and saved_model/.
         backend: "onnx" (needs only onnxruntime) or "tf" (needs tensorflow).
         device: "cpu", "gpu" (an error if none is usable) or "auto" (a GPU when there is one).
+        check_values: scan float input for NaN/inf and out-of-range values on every run (shape
+            and dtype are always checked). False saves a few microseconds per call for callers
+            that produce the input themselves; bad values then give garbage, not an error.
         options: backend options, e.g. threads=N; for onnx also optimization="all"|"extended"|
             "basic"|"disable" or session_options=onnxruntime.SessionOptions().
 
     Raises:
         ArtifactError: missing, tampered or unreadable artifacts, or an unknown schema version.
+            Only the files the backend loads are hashed, so an ONNX-only deployment may ship
+            manifest.json and model.onnx alone.
         BackendError / DeviceError: backend not installed, or device not usable here.
     """
     _check_device_name(device)  # before importing a framework or hashing files
     folder = Path(artifacts)
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder, verify_files=False)
     cls = runner_class(backend)
+    verify_files_against(manifest, folder, only=cls.files)
     resolved = resolve_device(device, backend, cls.devices())
     try:
         runner = cls(folder, manifest, resolved, **options)
@@ -43,7 +50,7 @@ def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu
         if device != "auto" or resolved == "cpu":
             raise
         runner = cls(folder, manifest, "cpu", **options)
-    return Model(folder, manifest, runner)
+    return Model(folder, manifest, runner, check_values)
 
 
 def _check_device_name(device: str) -> None:
@@ -64,12 +71,14 @@ def resolve_device(device: str, backend: str, available: list[str]) -> str:
 class Model:
     """Exported feature maps behind one backend: dict in (names from the manifest), dict out."""
 
-    def __init__(self, folder: Path, manifest: Manifest, runner):
+    def __init__(self, folder: Path, manifest: Manifest, runner, check_values: bool = True):
         self.folder = folder
         self.manifest = manifest
         self._runner = runner
         # Kept apart from the runner so that they still answer after close().
         self._backend, self._device, self._providers = runner.name, runner.device, list(runner.providers)
+        self._all_names = manifest.output_names  # built once: run() reads it on every call
+        self._check_values = check_values
 
     @property
     def input_spec(self) -> InputSpec:
@@ -77,7 +86,7 @@ class Model:
 
     @property
     def output_names(self) -> list[str]:
-        return self.manifest.output_names
+        return list(self._all_names)
 
     @property
     def backend(self) -> str:
@@ -108,7 +117,7 @@ class Model:
         """
         self._check_open()
         names = self._names(outputs)
-        batch = to_batch(images, self.input_spec)
+        batch = to_batch(images, self.manifest.input, self._check_values)
         if len(batch) == 0:
             return {n: np.zeros((0, *self.manifest.output(n).shape[1:]), np.float32) for n in names}
         return self._runner.run(batch, names)
@@ -143,9 +152,9 @@ class Model:
 
     def _names(self, outputs: Iterable[str] | None) -> list[str]:
         if outputs is None:
-            return self.output_names
+            return self._all_names
         names = list(dict.fromkeys([outputs] if isinstance(outputs, str) else outputs))  # drop repeats, keep order
-        unknown = [n for n in names if n not in self.output_names]
+        unknown = [n for n in names if n not in self._all_names]
         if unknown:
             raise InputError(f"unknown output name(s) {unknown}; available: {self.output_names}")
         if not names:

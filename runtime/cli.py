@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 import shutil
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TextIO
 import numpy as np
 
 from .api import DEVICES, load
+from .atomic import atomic_write
 from .backends import BACKENDS, installed_backends, runner_class
 from .errors import DataError, FeatureMapsError
 from .manifest import InputSpec, Manifest, read_manifest
@@ -154,12 +154,12 @@ def backend_lines(only: list[str] | None = None) -> list[str]:
     for name in only or BACKENDS:
         package = BACKENDS[name][2]
         if name not in installed:
-            rows.append([name, f"not installed (needs the {package!r} package)"])
+            rows.append([name, "not installed", f"needs the {package!r} package"])
             continue
         try:
             devices = runner_class(name).devices()
         except Exception as exc:  # a diagnostic listing: a broken framework is reported, not raised
-            rows.append([name, f"not usable: {' '.join(str(exc).split())}"])
+            rows.append([name, "not usable", " ".join(str(exc).split())])
             continue
         version = getattr(sys.modules.get(package), "__version__", "?")
         rows.append([name, f"{package} {version}", "devices " + ", ".join(devices)])
@@ -180,8 +180,8 @@ def _table(rows: list[list[str]]) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     """Extract feature maps of every input image into args.out.
 
-    Memory: one batch of inputs and its outputs at a time, plus each .npz input array (read
-    whole; .npy inputs are memory-mapped). Outputs go to temporary .npy files beside args.out,
+    Memory: one batch of inputs and its outputs at a time, plus every .npz input array (read
+    whole at the start; .npy inputs are memory-mapped instead). Outputs go to temporary .npy files beside args.out,
     then into the .npz: the disk needs about twice the output size while this runs.
     """
     started = time.perf_counter()
@@ -195,10 +195,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         with NpzWriter(out, total, compress=args.compress) as writer:
             if total == 0:  # still write every output, with zero rows
                 writer.append(model.run(np.zeros((0, *model.input_spec.image_shape), np.uint8), args.outputs))
-            for batch in batches:
-                writer.append(batch)
-                progress.update(writer.rows)
-            progress.close()
+            try:
+                for batch in batches:
+                    writer.append(batch)
+                    progress.update(writer.rows)
+            finally:
+                progress.close()  # ends the progress line, so that an error message starts a line of its own
             shapes = writer.commit()
         print(f"wrote {out}: {total} images, " + ", ".join(f"{n} {list(s)}" for n, s in shapes.items())
               + f" ({model.backend} on {model.device}, {time.perf_counter() - started:.2f} s)")
@@ -277,6 +279,8 @@ def read_array(path: Path, key: str | None = None) -> np.ndarray:
             return archive[_pick_key(path, keys, key)]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
+        if "pickle" in reason or "object" in reason.lower():  # numpy's advice to allow pickles is not ours
+            reason = "not a numeric array (Python objects, or not .npy/.npz data; pickles are never loaded)"
         raise DataError(f"cannot read array file {str(path)!r}: {reason}") from None
 
 
@@ -340,7 +344,8 @@ class NpzWriter:
             if array.shape[1:] != row_shape or array.dtype != dtype:  # a backend bug, not a user error
                 raise RuntimeError(f"output {name!r} changed from {row_shape} {dtype} to {array.shape[1:]} "
                                    f"{array.dtype} between batches")
-            f.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+            if array.size:  # written without a copy when already contiguous
+                f.write(memoryview(np.ascontiguousarray(array)).cast("B"))
             self.counts[name] += len(array)
 
     def _open(self, name: str, first: np.ndarray) -> None:
@@ -358,12 +363,10 @@ class NpzWriter:
         wrong = {n: c for n, c in self.counts.items() if c != self.expected}
         if wrong:  # would leave .npy headers that lie about their length
             raise RuntimeError(f"expected {self.expected} rows per output, wrote {wrong}")
-        staged = self.tmp / "out.npz"
         method = zipfile.ZIP_DEFLATED if self.compress else zipfile.ZIP_STORED
-        with zipfile.ZipFile(staged, "w", method, allowZip64=True) as archive:
-            for name in self.files:
+        with atomic_write(self.path) as f, zipfile.ZipFile(f, "w", method, allowZip64=True) as archive:
+            for name in self.files:  # np.savez's layout: one NAME.npy member per array
                 archive.write(self.tmp / f"{name}.npy", arcname=f"{name}.npy")
-        os.replace(staged, self.path)
         return {name: (self.expected, *row) for name, (_, row, _) in self.files.items()}
 
     def __enter__(self) -> "NpzWriter":

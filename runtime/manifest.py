@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ class Preprocessing:
     scale: float = 1.0 / 255.0
     offset: float = 0.0
 
-    @property
+    @cached_property  # read on every run(): computed once
     def value_range(self) -> tuple[float, float]:
         """The range the model input takes when raw pixels span 0..255."""
         ends = sorted((self.offset, 255.0 * self.scale + self.offset))
@@ -48,7 +49,7 @@ class InputSpec:
     layout: str
     preprocessing: Preprocessing
 
-    @property
+    @cached_property
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of one image."""
         return tuple(self.shape[1:])
@@ -156,8 +157,11 @@ def verify_files_against(manifest: Manifest, folder: Path, only: list[str] | Non
     """
     if not manifest.files or not isinstance(manifest.files, dict):
         raise ArtifactError(f"{folder / MANIFEST} lists no artifact files: cannot check integrity")
+    for prefix in only or ():
+        if not any(_under(rel, prefix) for rel in manifest.files):
+            raise ArtifactError(f"{folder / MANIFEST} lists no sha256 for {prefix!r}: cannot check integrity")
     for rel, meta in manifest.files.items():
-        if only is not None and not any(rel == p or rel.startswith(p + "/") for p in only):
+        if only is not None and not any(_under(rel, p) for p in only):
             continue
         if not isinstance(meta, dict) or not {"bytes", "sha256"} <= meta.keys():
             raise ArtifactError(f"{folder / MANIFEST}: entry {rel!r} of 'files' lacks 'bytes' and 'sha256'")
@@ -168,6 +172,10 @@ def verify_files_against(manifest: Manifest, folder: Path, only: list[str] | Non
             raise ArtifactError(
                 f"artifact file {rel!r} does not match the manifest's sha256 (tampered or truncated); re-export it"
             )
+
+
+def _under(rel: str, prefix: str) -> bool:
+    return rel == prefix or rel.startswith(prefix + "/")
 
 
 __all__ = [

@@ -6,7 +6,8 @@ A runner serves one artifacts folder on one device with this small surface:
     runner.run(batch, names) -> dict[name, ndarray]         # batch: float32 [N,H,W,C], N >= 1
     runner.close()
     Runner.devices() -> list[str]                            # devices usable here, "cpu" first
-    Runner.name: str; runner.device: str; runner.providers: list[str] (what really runs it)
+    Runner.name: str; Runner.files: artifact paths it loads (checked against their sha256 first)
+    runner.device: str; runner.providers: list[str] (what really runs it)
 
 Adding a backend is one module here plus one line in BACKENDS.
 """
@@ -36,7 +37,7 @@ def runner_class(backend: str):
     except ImportError as exc:
         raise BackendError(
             f"backend {backend!r} needs the {package!r} package, which is not importable here ({exc}); "
-            f"installed backends: {installed_backends()}"
+            f"install it with `pip install 'featuremaps[{backend}]'`; installed backends: {installed_backends()}"
         ) from None
 
 

@@ -45,6 +45,7 @@ def session_options(threads: int | None = None, optimization: str = "all") -> or
 
 class OnnxRunner:
     name = "onnx"
+    files = (ONNX_FILE,)  # what it loads: the only artifacts whose sha256 must be checked
 
     def __init__(self, folder: Path, manifest: Manifest, device: str, threads: int | None = None,
                  optimization: str = "all", session_options: ort.SessionOptions | None = None):

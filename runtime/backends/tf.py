@@ -16,6 +16,7 @@ from ..manifest import INPUT_NAME, SAVED_MODEL_DIR, SIGNATURE, Manifest  # noqa:
 
 class TFRunner:
     name = "tf"
+    files = (SAVED_MODEL_DIR,)
 
     def __init__(self, folder: Path, manifest: Manifest, device: str, threads: int | None = None):
         if device == "gpu" and not tf.config.list_physical_devices("GPU"):

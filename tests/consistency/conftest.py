@@ -16,7 +16,7 @@ import pytest
 FULL_SET_IMAGES = 2000
 BATCH = 250
 
-_REPORT: dict[str, list[tuple[str, str, dict, object]]] = {}  # model -> [(comparison, images, diffs, tol)]
+_REPORT: dict[str, list[tuple]] = {}  # model -> [(comparison, images, diffs, tolerance)], in test order
 
 
 @dataclass

@@ -200,3 +200,19 @@ def test_closed_model(reference_artifacts, backend, digits):
     model.close()  # closing twice is harmless
     assert model.backend == backend and model.device == "cpu" and model.providers  # still describes itself
     assert backend in repr(model)
+
+
+def test_check_values_off_skips_only_the_value_scan(reference_artifacts, backend, digits):
+    """check_values=False: same numbers for good input; NaN passes through instead of raising; shapes still checked."""
+    x = digits[0][:4, ..., None].astype(np.float32) / 255
+    with runtime.load(reference_artifacts, backend=backend) as checked, \
+            runtime.load(reference_artifacts, backend=backend, check_values=False) as trusted:
+        assert all(np.array_equal(a, b) for a, b in zip(checked.run(x).values(), trusted.run(x).values()))
+        bad = np.full((1, 28, 28, 1), np.nan, np.float32)
+        with pytest.raises(InputError, match="NaN"):
+            checked.run(bad)
+        # No error, and no reliable NaN either: TensorFlow's ReLU turns NaN into 0 here, which is
+        # why the value scan is on by default.
+        assert trusted.run(bad)["dense_1"].shape == (1, 10)
+        with pytest.raises(InputError, match="got shape"):
+            trusted.run(np.zeros((27, 28), np.float32))

@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import runtime
@@ -34,46 +35,72 @@ def variables_data(folder: Path) -> Path:
     return next((folder / "saved_model" / "variables").glob("variables.data-*"))
 
 
+ONNX, TF = {"onnx"}, {"tf"}
+# case -> (damage, expected message, backends that must refuse it: each hashes only the files it loads)
 TAMPERING = {
-    "onnx byte flipped": (lambda f: flip_byte(f / "model.onnx"), "'model.onnx' does not match the manifest's sha256"),
-    "onnx truncated": (lambda f: truncate(f / "model.onnx"), "'model.onnx' does not match .* tampered or truncated"),
-    "onnx missing": (lambda f: (f / "model.onnx").unlink(), "'model.onnx' listed in the manifest is missing"),
-    "variables byte flipped": (lambda f: flip_byte(variables_data(f)), "'saved_model/variables/variables.data-"),
+    "onnx byte flipped": (lambda f: flip_byte(f / "model.onnx"), "'model.onnx' does not match the manifest's sha256",
+                          ONNX),
+    "onnx truncated": (lambda f: truncate(f / "model.onnx"), "'model.onnx' does not match .*tampered or truncated",
+                       ONNX),
+    "onnx missing": (lambda f: (f / "model.onnx").unlink(), "'model.onnx' listed in the manifest is missing", ONNX),
+    "variables byte flipped": (lambda f: flip_byte(variables_data(f)), "'saved_model/variables/variables.data-", TF),
     "variables index missing": (lambda f: (f / "saved_model/variables/variables.index").unlink(),
-                                "'saved_model/variables/variables.index' listed in the manifest is missing"),
+                                "'saved_model/variables/variables.index' listed in the manifest is missing", TF),
     "saved_model.pb byte flipped": (lambda f: flip_byte(f / "saved_model/saved_model.pb", 0.9),
-                                    "'saved_model/saved_model.pb' does not match"),
+                                    "'saved_model/saved_model.pb' does not match", TF),
     "schema_version 99": (lambda f: edit_manifest(f, lambda d: d.update(schema_version=99)),
-                          f"schema_version is 99; this runtime reads version {SCHEMA_VERSION}"),
-    "no schema_version": (lambda f: edit_manifest(f, lambda d: d.pop("schema_version")), "schema_version is None"),
-    "corrupt JSON": (lambda f: truncate(f / "manifest.json"), "manifest.json is not readable JSON"),
-    "manifest missing": (lambda f: (f / "manifest.json").unlink(), r"no manifest.json in .*found \['model.onnx'"),
+                          f"schema_version is 99; this runtime reads version {SCHEMA_VERSION}", ONNX | TF),
+    "no schema_version": (lambda f: edit_manifest(f, lambda d: d.pop("schema_version")), "schema_version is None",
+                          ONNX | TF),
+    "corrupt JSON": (lambda f: truncate(f / "manifest.json"), "manifest.json is not readable JSON", ONNX | TF),
+    "manifest missing": (lambda f: (f / "manifest.json").unlink(), r"no manifest.json in .*found \['model.onnx'",
+                         ONNX | TF),
     "outputs missing": (lambda f: edit_manifest(f, lambda d: d.pop("outputs")),
-                        f"does not follow schema version {SCHEMA_VERSION}"),
-    "unknown field": (lambda f: edit_manifest(f, lambda d: d.update(surprise=1)), "does not follow schema version"),
-    "no files listed": (lambda f: edit_manifest(f, lambda d: d.update(files={})), "lists no artifact files"),
+                        f"does not follow schema version {SCHEMA_VERSION}", ONNX | TF),
+    "unknown field": (lambda f: edit_manifest(f, lambda d: d.update(surprise=1)), "does not follow schema version",
+                      ONNX | TF),
+    "no files listed": (lambda f: edit_manifest(f, lambda d: d.update(files={})), "lists no artifact files", ONNX | TF),
+    "onnx not listed": (lambda f: edit_manifest(f, lambda d: d["files"].pop("model.onnx")),
+                        "lists no sha256 for 'model.onnx'", ONNX),
     "file entry without sha256": (lambda f: edit_manifest(f, lambda d: d["files"]["model.onnx"].pop("sha256")),
-                                  "entry 'model.onnx' of 'files' lacks 'bytes' and 'sha256'"),
-    "folder missing": (lambda f: shutil.rmtree(f), "does not exist .*python -m export"),
-    "folder is a file": (lambda f: (shutil.rmtree(f), f.write_text("x")), "is not a folder"),
+                                  "entry 'model.onnx' of 'files' lacks 'bytes' and 'sha256'", ONNX),
+    "folder missing": (lambda f: shutil.rmtree(f), "does not exist .*python -m export", ONNX | TF),
+    "folder is a file": (lambda f: (shutil.rmtree(f), f.write_text("x")), "is not a folder", ONNX | TF),
 }
 
 
 @pytest.mark.parametrize("case", TAMPERING, ids=str)
 def test_damaged_artifacts_fail_on_load(case, artifacts_copy, backend):
-    damage, message = TAMPERING[case]
+    damage, message, refused_by = TAMPERING[case]
     damage(artifacts_copy)
-    with pytest.raises(ArtifactError, match=message):
-        runtime.load(artifacts_copy, backend=backend)
+    if backend in refused_by:
+        with pytest.raises(ArtifactError, match=message):
+            runtime.load(artifacts_copy, backend=backend)
+    else:  # damage to the other backend's files does not stop this one
+        with runtime.load(artifacts_copy, backend=backend) as model:
+            assert model.run(np.zeros((1, 28, 28), np.uint8))["dense_1"].shape == (1, 10)
+
+
+def test_onnx_only_deployment(tmp_path, reference_artifacts, digits):
+    """manifest.json + model.onnx alone are a complete deployment for the onnx backend."""
+    for name in ("manifest.json", "model.onnx"):
+        shutil.copy(reference_artifacts / name, tmp_path / name)
+    with runtime.load(tmp_path) as model, runtime.load(reference_artifacts) as full:
+        assert np.array_equal(model.run(digits[0][:3])["conv2d"], full.run(digits[0][:3])["conv2d"])
+    with pytest.raises(ArtifactError, match="'saved_model/.*' listed in the manifest is missing"):
+        runtime.load(tmp_path, backend="tf")
 
 
 def test_integrity_is_checked_before_any_backend_is_touched(artifacts_copy, monkeypatch):
     flip_byte(artifacts_copy / "model.onnx")
 
-    def no_backend(name):
-        raise AssertionError(f"backend {name!r} reached with tampered artifacts")
+    class NoRunner:
+        files = ("model.onnx",)
 
-    monkeypatch.setattr(runtime.api, "runner_class", no_backend)
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("a runner was built from tampered artifacts")
+
+    monkeypatch.setattr(runtime.api, "runner_class", lambda name: NoRunner)
     with pytest.raises(ArtifactError):
         runtime.load(artifacts_copy)
 

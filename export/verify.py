@@ -51,7 +51,7 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
     try:
         for start in range(0, len(images), BATCH):
             batch = to_batch(images[start:start + BATCH], manifest.input)
-            reference = {k: np.asarray(v) for k, v in feature_model(batch, training=False).items()}
+            reference = _keras_on_cpu(feature_model, batch)
             results = {"keras": reference}
             for name, model in models.items():
                 results[name] = model.run(batch)
@@ -76,6 +76,14 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
     if probs:
         report["accuracy"] = {name: n / len(images) for name, n in correct.items()}
     return report
+
+
+def _keras_on_cpu(feature_model, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """The reference outputs, on the CPU: a GPU would run convolutions in TF32, not float32."""
+    import tensorflow as tf
+
+    with tf.device("/CPU:0"):
+        return {k: np.asarray(v) for k, v in feature_model(batch, training=False).items()}
 
 
 def _probability_output(manifest: Manifest, labels) -> str | None:

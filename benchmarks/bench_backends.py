@@ -21,28 +21,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from runtime.backends import gpu_missing
+
 CPU_APPROACHES = ["seed_predict", "keras_call", "runtime_tf", "runtime_onnx", "bare_ort", "bare_ort_default"]
 GPU_APPROACHES = ["keras_call_gpu", "runtime_tf_gpu", "runtime_onnx_gpu", "bare_ort_gpu"]
 SLOW = {"seed_predict": 12}  # rounds for approaches too slow for pytest-benchmark's calibration (~80 ms per call)
 MATMUL_SIZES = [512, 1024, 2048]
 AB_BLOCKS, AB_CALLS = 300, 10  # A/B: rounds of one block of AB_CALLS calls per variant, variants alternating
 BATCH_SIZES = [1, 32, 256]  # benchmarks/conftest.py provides 256 real digits
-
-
-def gpu_missing(backend: str) -> str | None:
-    """Why this framework cannot use a GPU here, or None when it can."""
-    if backend == "onnx":
-        import onnxruntime as ort
-
-        providers = ort.get_available_providers()
-        if "CUDAExecutionProvider" not in providers:
-            return f"no GPU for onnxruntime: CUDAExecutionProvider not in available providers {providers}"
-        return None
-    import tensorflow as tf
-
-    if not tf.config.list_physical_devices("GPU"):
-        return "no GPU for TensorFlow: tf.config.list_physical_devices('GPU') is empty"
-    return None
 
 
 def _keras_on(device: str, fn):

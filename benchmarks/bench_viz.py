@@ -2,8 +2,8 @@
 
     pytest benchmarks/bench_viz.py --benchmark-only      # side by side, group "grid-png-conv2d"
 
-Both draw the same real maps: conv2d of MNIST test digit 0, from the exported artifacts
-(onnx runtime) when artifacts/ exists, else from the Keras reference model.
+Both draw the same real maps: conv2d of MNIST test digit 0, from the reference model's
+artifacts (benchmarks/conftest.py) through the onnx runtime.
 """
 from __future__ import annotations
 
@@ -14,32 +14,17 @@ import pytest
 
 from runtime.mnist import shipped_digits
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "artifacts"
-KERAS_MODEL = ROOT / "models" / "mnist_cnn.keras"
 LAYER = "conv2d"
 GROUP = "grid-png-conv2d"
 
 
 @pytest.fixture(scope="module")
-def first_layer_maps() -> tuple[np.ndarray, str]:
-    """(conv2d maps [26, 26, 32] of test digit 0, where they came from)."""
-    digit = shipped_digits()[0][0]
-    if (ARTIFACTS / "manifest.json").is_file():
-        import runtime
+def first_layer_maps(bench_artifacts) -> tuple[np.ndarray, str]:
+    """(conv2d maps [26, 26, 32] of test digit 0 through the onnx runtime, where they came from)."""
+    import runtime
 
-        try:
-            with runtime.load(ARTIFACTS) as model:
-                return model.run(digit, outputs=[LAYER])[LAYER][0], "artifacts (onnx)"
-        except runtime.FeatureMapsError:
-            pass  # stale or half-written artifacts: the Keras model gives the same maps
-    if KERAS_MODEL.is_file():
-        import keras
-
-        model = keras.models.load_model(KERAS_MODEL)
-        sub = keras.Model(model.inputs, model.get_layer(LAYER).output)
-        return np.asarray(sub(digit[None, :, :, None].astype("float32") / 255.0))[0], "keras model"
-    pytest.skip("no exported artifacts and no models/mnist_cnn.keras to compute real feature maps from")
+    with runtime.load(bench_artifacts) as model:
+        return model.run(shipped_digits()[0][0], outputs=[LAYER])[LAYER][0], "artifacts (onnx)"
 
 
 def seed_tutorial_grid(maps: np.ndarray, path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from runtime.compare import Tolerance
+from runtime.errors import ArgumentParser
 from runtime.manifest import Manifest, Preprocessing
 
 from .artifacts import DEFAULT_OPSET
@@ -14,7 +15,7 @@ from .reference import REFERENCE_MODEL
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.split(": ", 1)[1])
+    p = ArgumentParser(prog="python -m export", description=__doc__.split(": ", 1)[1])
     p.add_argument("--model", type=Path, default=REFERENCE_MODEL,
                    help="trained Keras model (.keras, .h5); default: the shipped reference MNIST CNN")
     p.add_argument("--out", type=Path, default=Path("artifacts"), help="artifacts folder to create (default: artifacts)")

@@ -4,14 +4,13 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from pathlib import Path
 from typing import Sequence
 
-from runtime.errors import run_cli
+from runtime.errors import ArgumentParser, run_cli
 from runtime.mnist import load_mnist
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -81,7 +80,7 @@ def train_reference(data: str | None = None, epochs: int = 3, out: Path = REFERE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.reference", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m export.reference", description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="path to Keras' mnist.npz (default: $MNIST_NPZ, Keras cache, download)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REFERENCE_MODEL)

@@ -27,7 +27,7 @@ import numpy as np
 from .api import DEVICES, load
 from .atomic import atomic_write
 from .backends import BACKENDS, installed_backends, runner_class
-from .errors import DataError, FeatureMapsError
+from .errors import ArgumentParser, DataError
 from .manifest import InputSpec, Manifest, read_manifest
 from .preprocess import is_batch
 
@@ -36,17 +36,8 @@ DEFAULT_KEY = "x_test"  # Keras' mnist.npz and the shipped digits name their tes
 GLOB_CHARS = "*?["
 
 
-class UsageError(FeatureMapsError):
-    """Bad command-line arguments (reported like every other project error: one line, exit 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print the usage block and exit itself
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = _Parser(prog="python -m runtime", description="Inspect exported artifacts and extract their feature maps.")
+    p = ArgumentParser(prog="python -m runtime", description="Inspect exported artifacts and extract their feature maps.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{info,run}")
     backends = sorted(BACKENDS)
 
@@ -379,4 +370,4 @@ class NpzWriter:
 
 
 __all__ = ["main", "parse_args", "describe", "backend_lines", "expand_inputs", "open_source", "read_array",
-           "Progress", "NpzWriter", "UsageError"]
+           "Progress", "NpzWriter"]

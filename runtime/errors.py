@@ -4,6 +4,7 @@ Every message says what was expected, what was received, and what is available.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, Sequence
 
@@ -34,6 +35,17 @@ class DataError(FeatureMapsError):
 
 class ExportError(FeatureMapsError):
     """A model that cannot be exported, or artifacts that failed verification."""
+
+
+class UsageError(FeatureMapsError):
+    """Bad command-line arguments, reported like every other project error."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad argument raises UsageError (one line, exit 2) instead of printing usage."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.errors import InputError
+from runtime.errors import ArgumentParser, InputError
 from runtime.manifest import Manifest
 from runtime.mnist import mnist_test_set
 
@@ -106,7 +106,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m viz", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m viz", description=__doc__.splitlines()[0])
     parser.add_argument("artifacts", help="artifacts folder written by `python -m export`")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--index", type=int, default=0,

@@ -6,6 +6,7 @@ A runner serves one artifacts folder on one device with this small surface:
     runner.run(batch, names) -> dict[name, ndarray]         # batch: float32 [N,H,W,C], N >= 1
     runner.close()
     Runner.devices() -> list[str]                            # devices usable here, "cpu" first
+    Runner.gpu_missing() -> str | None                       # why there is no GPU here, None if there is
     Runner.name: str; Runner.files: artifact paths it loads (checked against their sha256 first)
     runner.device: str; runner.providers: list[str] (what really runs it)
 
@@ -39,6 +40,11 @@ def runner_class(backend: str):
             f"backend {backend!r} needs the {package!r} package, which is not importable here ({exc}); "
             f"install it with `pip install 'featuremaps[{backend}]'`; installed backends: {installed_backends()}"
         ) from None
+
+
+def gpu_missing(backend: str) -> str | None:
+    """Why a backend cannot use a GPU here, or None when it can: the reason GPU tests skip with."""
+    return runner_class(backend).gpu_missing()
 
 
 def installed_backends() -> list[str]:

@@ -69,8 +69,13 @@ class OnnxRunner:
             raise ArtifactError(f"{path} has outputs {names}, the manifest lists {manifest.output_names}")
 
     @staticmethod
-    def devices() -> list[str]:
-        return ["cpu", "gpu"] if CUDA in ort.get_available_providers() else ["cpu"]
+    def gpu_missing() -> str | None:
+        available = ort.get_available_providers()
+        return None if CUDA in available else f"onnxruntime has no {CUDA} (providers: {available})"
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        return ["cpu"] if cls.gpu_missing() else ["cpu", "gpu"]
 
     def run(self, batch: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         # onnxruntime executes the whole graph whatever is fetched (onnxruntime#16483);

@@ -40,8 +40,12 @@ class TFRunner:
         self.providers = [self._tf_device]
 
     @staticmethod
-    def devices() -> list[str]:
-        return ["cpu", "gpu"] if tf.config.list_physical_devices("GPU") else ["cpu"]
+    def gpu_missing() -> str | None:
+        return None if tf.config.list_physical_devices("GPU") else "TensorFlow sees no GPU physical device"
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        return ["cpu"] if cls.gpu_missing() else ["cpu", "gpu"]
 
     def run(self, batch: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         with tf.device(self._tf_device):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from runtime.backends import gpu_missing
 from runtime.compare import DEFAULT_TOLERANCE, GPU_TOLERANCE, Diff, compare_outputs, failures
 
 MODELS = ["reference", "functional_bn", "rgb_small"]
@@ -24,22 +25,6 @@ def error_table(diffs: dict[str, Diff], tol) -> str:
         rows.append(f"| {name} | {d.max_abs:.3g} | {d.mean_abs:.3g} | {d.max_rel:.3g} | {d.mean_rel:.3g} | "
                     f"{'yes' if d.ok(tol) else 'NO'} |")
     return "\n".join(rows)
-
-
-def gpu_missing(backend: str) -> str | None:
-    """Why this backend cannot use a GPU here, or None when it can."""
-    if backend == "onnx":
-        import onnxruntime as ort
-
-        providers = ort.get_available_providers()
-        if "CUDAExecutionProvider" not in providers:
-            return f"no GPU for onnxruntime: CUDAExecutionProvider not in available providers {providers}"
-        return None
-    import tensorflow as tf
-
-    if not tf.config.list_physical_devices("GPU"):
-        return "no GPU for TensorFlow: tf.config.list_physical_devices('GPU') is empty"
-    return None
 
 
 @pytest.fixture(scope="module")

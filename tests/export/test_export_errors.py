@@ -221,3 +221,11 @@ def test_mnist_lookup_order(monkeypatch, tmp_path, mnist_npz):
     assert mnist.find_mnist(tmp_path / "keras" / "datasets" / "mnist.npz") == cached
     x, y, source = mnist.mnist_test_set()
     assert x.shape == (10000, 28, 28) and y[0] == 7 and "10000" in source
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--opset", "seventeen"], "argument --opset: invalid int value: 'seventeen'"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_bad_arguments_are_one_line_errors(capsys, args, message):
+    assert message in cli_error(capsys, *args)

@@ -7,21 +7,10 @@ import pytest
 import runtime
 import runtime.api
 import runtime.backends
+from runtime.backends import gpu_missing
 from runtime.compare import GPU_TOLERANCE, compare_outputs, failures
 from runtime.errors import BackendError, DeviceError
 from runtime.manifest import read_manifest
-
-
-def gpu_missing(backend: str) -> str | None:
-    """Why this backend has no GPU here, or None when it has one."""
-    if backend == "onnx":
-        import onnxruntime as ort
-
-        available = ort.get_available_providers()
-        return None if "CUDAExecutionProvider" in available else f"onnxruntime has no CUDAExecutionProvider ({available})"
-    import tensorflow as tf
-
-    return None if tf.config.list_physical_devices("GPU") else "TensorFlow sees no GPU physical device"
 
 
 @pytest.fixture

@@ -124,6 +124,8 @@ def test_index_into_the_full_test_set(reference_artifacts, tmp_path, capsys):
     (["--image", "{tmp}/notes.txt"], "cannot read image '{tmp}/notes.txt': not an image format Pillow recognises"),
     (["--data", "{tmp}/none.npz"], "MNIST file from --data not found"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--cols", "0"], "argument --cols: expected a positive integer, got 0"),
+    (["--index", "1", "--image", "x.png"], "argument --image: not allowed with argument --index"),
 ])
 def test_bad_inputs_give_one_line_errors_and_write_nothing(
         reference_artifacts, tmp_path, capsys, shipped_digits_only, args, expected):

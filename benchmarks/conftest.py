@@ -15,13 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("MPLBACKEND", "Agg")
-
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
-if "MNIST_NPZ" not in os.environ and SHARED_MNIST.is_file():
-    os.environ["MNIST_NPZ"] = str(SHARED_MNIST)
+# The environment (MNIST_NPZ, log levels, Agg) is set in the top-level conftest.py.
 
 MAX_BATCH = 256
 

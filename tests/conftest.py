@@ -7,14 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("MPLBACKEND", "Agg")
-# Tests and CI read the exact Keras file beside the checkout; users keep the real lookup order.
-if "MNIST_NPZ" not in os.environ and SHARED_MNIST.is_file():
-    os.environ["MNIST_NPZ"] = str(SHARED_MNIST)
+# The environment (MNIST_NPZ, log levels, Agg) is set in the top-level conftest.py.
 
 
 @pytest.fixture(scope="session")

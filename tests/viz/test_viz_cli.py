@@ -19,7 +19,6 @@ from runtime.mnist import shipped_digits
 from viz.cli import main, select_layers, write_figures
 
 ROOT = Path(__file__).resolve().parents[2]
-FULL_MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
 
 
 def decode(path) -> Image.Image:
@@ -108,9 +107,8 @@ def test_layers_cols_labels_and_normalize_options(reference_artifacts, tmp_path,
     assert_gray_not_blank(out / "conv2d_1.png")
 
 
-@pytest.mark.skipif(not FULL_MNIST.is_file(), reason="full MNIST test set not available")
-def test_index_into_the_full_test_set(reference_artifacts, tmp_path, capsys):
-    assert main([str(reference_artifacts), "--data", str(FULL_MNIST), "--index", "9999", "--out", str(tmp_path)]) == 0
+def test_index_into_the_full_test_set(reference_artifacts, tmp_path, capsys, mnist_npz):
+    assert main([str(reference_artifacts), "--data", str(mnist_npz), "--index", "9999", "--out", str(tmp_path)]) == 0
     assert "comparison.png" in capsys.readouterr().out
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from runtime.compare import Tolerance
-from runtime.errors import ArgumentParser
+from runtime.errors import ArgumentParser, comma_list
 from runtime.manifest import Manifest, Preprocessing
 
 from .artifacts import DEFAULT_OPSET
@@ -15,11 +15,12 @@ from .reference import REFERENCE_MODEL
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(prog="python -m export", description=__doc__.split(": ", 1)[1])
+    p = ArgumentParser(prog="python -m export", description="Export a trained Keras model as verified SavedModel + "
+                       "ONNX artifacts exposing its feature maps as named outputs.")
     p.add_argument("--model", type=Path, default=REFERENCE_MODEL,
                    help="trained Keras model (.keras, .h5); default: the shipped reference MNIST CNN")
     p.add_argument("--out", type=Path, default=Path("artifacts"), help="artifacts folder to create (default: artifacts)")
-    p.add_argument("--layers", type=_names, help="comma-separated layer names to expose (default: every Conv2D)")
+    p.add_argument("--layers", type=comma_list, help="comma-separated layer names to expose (default: every Conv2D)")
     p.add_argument("--data", help="Keras mnist.npz used for verification (default: $MNIST_NPZ, then the Keras cache)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -31,12 +32,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--scale", type=float, default=Preprocessing.scale,
                    help="input = pixel * scale + offset (default 1/255)")
     p.add_argument("--offset", type=float, default=Preprocessing.offset)
-    p.add_argument("--labels", type=_names, help="comma-separated class labels (default 0..N-1)")
+    p.add_argument("--labels", type=comma_list, help="comma-separated class labels (default 0..N-1)")
     return p.parse_args(argv)
-
-
-def _names(text: str) -> list[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,6 +48,11 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+def comma_list(text: str) -> list[str]:
+    """argparse type for "a,b,c" options: the non-empty, stripped names."""
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run a CLI entry point: project errors become one line on stderr and exit code 2.
 

@@ -9,14 +9,17 @@ few percent of the total for CNNs). Per image: the batch dimension is left out.
 
 The reference MNIST CNN: 389,376 + 4,460,544 (convs) + 204,800 + 1,280 (dense) = 5,056,000 FLOPs.
 
-    python -m benchmarks.flops artifacts/model.onnx
+    python -m benchmarks.flops artifacts/model.onnx     (or the artifacts folder)
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from runtime.errors import ArgumentParser, ArtifactError, run_cli
 
 COUNTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -35,12 +38,13 @@ def onnx_flops(model) -> FlopCount:
     """FLOPs per image of an ONNX model (a path or an onnx.ModelProto).
 
     Raises:
+        ArtifactError: a path that is missing or does not hold an ONNX model.
         ValueError: a counted node whose shapes cannot be inferred statically.
     """
     import onnx
 
     if isinstance(model, (str, os.PathLike)):
-        model = onnx.load(os.fspath(model))
+        model = load_onnx(model)
     model = onnx.shape_inference.infer_shapes(model)
     graph = model.graph
     weights = {init.name: list(init.dims) for init in graph.initializer}
@@ -78,6 +82,30 @@ def onnx_flops(model) -> FlopCount:
     return count
 
 
+def load_onnx(path: str | os.PathLike):
+    """An onnx.ModelProto read from a file (external weights are not needed for counting).
+
+    Raises:
+        ArtifactError: the file is missing, a folder, unreadable, or not an ONNX model.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{str(path)!r} is a folder; expected an ONNX file such as artifacts/model.onnx")
+    if not path.is_file():
+        raise ArtifactError(f"ONNX file {str(path)!r} not found")
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except (OSError, DecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ArtifactError(f"{str(path)!r} is not an ONNX model ({reason})") from None
+    if not model.ir_version or not model.HasField("graph"):  # protobuf accepts an empty file as a message
+        raise ArtifactError(f"{str(path)!r} is not an ONNX model (no IR version or no graph)")
+    return model
+
+
 def _dims(value_info) -> list | None:
     t = value_info.type.tensor_type
     if not t.HasField("shape"):
@@ -89,11 +117,19 @@ def _static(dims, start: int) -> bool:
     return dims is not None and all(isinstance(d, int) and d > 0 for d in dims[start:])
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.flops", description="FLOPs per image of an ONNX model")
-    parser.add_argument("onnx", help="path to model.onnx")
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the FLOPs of each counted node and the total. Errors raise FeatureMapsError (see run_cli)."""
+    parser = ArgumentParser(prog="python -m benchmarks.flops", description="FLOPs per image of an ONNX model")
+    parser.add_argument("onnx", type=Path, help="path to model.onnx, or an artifacts folder holding one")
     args = parser.parse_args(argv)
-    count = onnx_flops(args.onnx)
+    path = args.onnx / "model.onnx" if args.onnx.is_dir() else args.onnx
+    if args.onnx.is_dir() and not path.is_file():
+        raise ArtifactError(f"{str(args.onnx)!r} is a folder without model.onnx; expected an ONNX file or an "
+                            "artifacts folder")
+    try:
+        count = onnx_flops(path)
+    except ValueError as exc:  # a model whose cost is not static: expected, not a bug
+        raise ArtifactError(f"{str(path)!r}: {exc}") from None
     for name, op, flops in count.by_node:
         print(f"{op:14s} {flops:>14,d}  {name}")
     print(f"{'total':14s} {count.total:>14,d}  FLOPs per image ({count.total / 1e6:.3f} MFLOP)")
@@ -101,4 +137,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -31,10 +31,13 @@ def write_saved_model(feature_model, serve, path: Path) -> None:
     """SavedModel whose `serving_default` signature is serve, with the model's variables."""
     import keras
 
-    archive = keras.export.ExportArchive()
-    archive.track(feature_model)
-    archive.add_endpoint(name=SIGNATURE, fn=serve)
-    archive.write_out(os.fspath(path), verbose=False)
+    try:
+        archive = keras.export.ExportArchive()
+        archive.track(feature_model)
+        archive.add_endpoint(name=SIGNATURE, fn=serve)
+        archive.write_out(os.fspath(path), verbose=False)
+    except (ValueError, TypeError) as exc:  # Keras' ways of saying a graph cannot be saved
+        raise ExportError(f"TensorFlow could not save the SavedModel: {str(exc).splitlines()[0]}") from None
 
 
 def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_OPSET):

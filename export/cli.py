@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Sequence
 
 from runtime.compare import Tolerance
 from runtime.errors import ArgumentParser, comma_list
+from runtime.quiet_tf import import_tensorflow
 from runtime.manifest import Manifest, Preprocessing
 
 from .artifacts import DEFAULT_OPSET
@@ -38,8 +38,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .pipeline import ExportOptions, export_model  # TensorFlow loads here, after argument errors
+    import_tensorflow()  # now, quietly: keras and the exporter import it next
+    from .pipeline import ExportOptions, export_model
 
     options = ExportOptions(
         layers=args.layers, data=args.data, opset=args.opset, force=args.force, allow_unsafe=args.allow_unsafe,

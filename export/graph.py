@@ -1,11 +1,15 @@
 """Which layers to expose, and the multi-output Keras model that exposes them."""
 from __future__ import annotations
 
+import re
+
 from runtime.errors import ExportError
 from runtime.manifest import INPUT_NAME, LAYOUTS, InputSpec, OutputSpec, Preprocessing
 
 MODEL_OUTPUT = "model_output"
 FEATURE_MAP = "feature_map"
+# Output names must be valid TensorFlow scope names and plain ONNX value names alike.
+VALID_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 def conv_classes():
@@ -36,6 +40,10 @@ def input_spec(model, preprocessing: Preprocessing) -> InputSpec:
             f"model input must be a float image tensor [batch, H, W, C] with static H, W, C; "
             f"got shape {list(shape)} dtype {inputs[0].dtype}"
         )
+    channels_first = [layer.name for layer in model.layers if getattr(layer, "data_format", "") == "channels_first"]
+    if channels_first:
+        raise ExportError(f"layers {channels_first} use data_format='channels_first'; the artifacts take NHWC "
+                          "images, so rebuild the model channels_last (Keras' default) and copy the weights")
     return InputSpec(INPUT_NAME, "float32", (None, *dims), "NHWC", preprocessing)
 
 
@@ -57,9 +65,11 @@ def select_layers(model, names: list[str] | None = None) -> list:
     if names is None:
         chosen = [layer for layer in candidates if isinstance(layer, conv_classes())]
         if not chosen:
-            raise ExportError(
-                f"model {model.name!r} has no Conv2D layer to expose; pass --layers with any of: {available}"
-            )
+            nested = [layer.name for layer in candidates if hasattr(layer, "layers")]
+            hint = (f" (conv layers inside the sub-model(s) {nested} cannot be exposed one by one; "
+                    "the sub-model's own output can)") if nested else ""
+            raise ExportError(f"model {model.name!r} has no top-level Conv2D layer to expose{hint}; "
+                              f"pass --layers with any of: {available}")
         return chosen
     unknown = [n for n in names if n not in available]
     if unknown or not names:
@@ -96,6 +106,9 @@ def _layer_output(layer):
 def _add(outputs: dict, specs: list, name: str, layer, tensor, role: str) -> None:
     if name in outputs:
         return
+    if not VALID_NAME.fullmatch(name):
+        raise ExportError(f"layer name {name!r} cannot name an output: use letters, digits, '_', '.' and '-' "
+                          "only (rename the layer where the model is defined, then save it again)")
     shape = tuple(tensor.shape)
     if getattr(layer, "data_format", "channels_last") == "channels_first" and len(shape) == 4:
         layout = "NCHW"

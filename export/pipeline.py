@@ -15,7 +15,7 @@ import numpy as np
 from runtime.atomic import umask
 from runtime.compare import DEFAULT_TOLERANCE, Tolerance
 from runtime.errors import ExportError
-from runtime.hashing import sha256_file, tree_files
+from runtime.hashing import MANIFEST, sha256_file, tree_files
 from runtime.manifest import ONNX_FILE, SAVED_MODEL_DIR, InputSpec, Manifest, Preprocessing
 from runtime.preprocess import to_batch
 
@@ -48,7 +48,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
     """
     options = options or ExportOptions()
     out = Path(out).absolute()
-    _check_target(out, options.force)
+    _check_target(out, options.force, keep=[Path(model_path), options.data and Path(options.data)])
     started = time.perf_counter()
     model = load_keras_model(model_path, options.allow_unsafe)
     spec = input_spec(model, options.preprocessing)
@@ -94,8 +94,9 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
 def _write_preview(fmodel, spec: InputSpec, outputs, image, truth, folder: Path) -> dict:
     """Grid PNG of the first feature map for test image 0, so a person sees the export at once."""
     from viz import save_grid
+    from viz.tiling import SPATIAL_LAYOUTS
 
-    first = next((o for o in outputs if o.role == "feature_map" and o.layout in ("NHWC", "NCHW")), None)
+    first = next((o for o in outputs if o.role == "feature_map" and o.layout in SPATIAL_LAYOUTS), None)
     if first is None:
         return {}
     maps = np.asarray(fmodel(to_batch(image, spec), training=False)[first.name])
@@ -105,11 +106,28 @@ def _write_preview(fmodel, spec: InputSpec, outputs, image, truth, folder: Path)
     return {"file": name, "output": first.name, "image": f"test image 0{label}"}
 
 
-def _check_target(out: Path, force: bool) -> None:
+def _check_target(out: Path, force: bool, keep: list[Path]) -> None:
+    """Refuse an output path that exists (unless force), or that --force must never delete.
+
+    Args:
+        keep: files the export reads (model, data): out may not contain them.
+    """
     if out.exists() and not force:
         raise ExportError(f"output folder {out} already exists; pass --force to replace it")
     if out.exists() and not out.is_dir():
         raise ExportError(f"output path {out} exists and is not a folder")
+    real = out.resolve()
+    if real == Path.cwd().resolve() or real in Path.cwd().resolve().parents:
+        raise ExportError(f"--out {out} is the current folder or one of its parents; choose a folder beside it")
+    for path in keep:
+        if path and real in Path(path).resolve().parents:
+            raise ExportError(f"--out {out} holds {path}, which the export reads; choose another folder")
+    inside = next((p for p in real.parents if (p / MANIFEST).is_file()), None)
+    if inside is not None:
+        raise ExportError(f"--out {out} is inside the artifacts folder {inside}; choose a folder beside it")
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ExportError(f"--force replaces only artifacts folders, and {out} holds no {MANIFEST}; "
+                          "choose a new or empty --out")
     parent = out.parent
     if not parent.is_dir():
         raise ExportError(f"cannot write {out}: parent folder {parent} does not exist")

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from runtime.errors import ArgumentParser, run_cli
 from runtime.mnist import load_mnist
+from runtime.quiet_tf import import_tensorflow
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 REFERENCE_MODEL = MODELS_DIR / "mnist_cnn.keras"
@@ -85,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REFERENCE_MODEL)
     args = parser.parse_args(argv)
+    import_tensorflow()
     record = train_reference(args.data, args.epochs, args.out)
     print(f"saved {args.out}: test accuracy {record['test_accuracy']:.4f} after {args.epochs} epochs "
           f"({record['train_seconds']} s)")

@@ -1,6 +1,7 @@
 """The one interface: load artifacts, run images, get named feature maps."""
 from __future__ import annotations
 
+import inspect
 import os
 from numbers import Integral
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .backends import runner_class
-from .errors import DeviceError, InputError
+from .errors import BackendError, DeviceError, InputError
 from .manifest import InputSpec, Manifest, read_manifest, verify_files_against
 from .preprocess import is_batch, to_batch
 
@@ -40,6 +41,7 @@ def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu
     folder = Path(artifacts)
     manifest = read_manifest(folder, verify_files=False)
     cls = runner_class(backend)
+    _check_options(cls, options)
     verify_files_against(manifest, folder, only=cls.files)
     resolved = resolve_device(device, backend, cls.devices())
     try:
@@ -51,6 +53,18 @@ def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu
             raise
         runner = cls(folder, manifest, "cpu", **options)
     return Model(folder, manifest, runner, check_values)
+
+
+def _check_options(cls, options: dict) -> None:
+    """Backend options must be ones the runner takes; threads a positive int."""
+    fixed = ("self", "folder", "manifest", "device")
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in fixed]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise BackendError(f"unknown option(s) {unknown} for backend {cls.name!r}; accepted: {accepted}")
+    threads = options.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise BackendError(f"threads must be a positive integer or None; got {threads!r}")
 
 
 def _check_device_name(device: str) -> None:
@@ -125,8 +139,10 @@ class Model:
     def stream(self, images, batch_size: int = 256, outputs: Iterable[str] | None = None) -> Iterator[dict]:
         """Run a large array, or an iterable of images or batches, batch by batch in bounded memory.
 
-        Arguments are checked now; images are read lazily. Holds at most one batch of inputs
-        and its outputs at a time (plus the array passed in, which is sliced, not copied).
+        Arguments are checked now; images are read lazily. Holds one batch of inputs and its
+        outputs at a time, plus the array passed in (sliced, not copied) or, for an iterable,
+        the current item converted to float32: feed large data as an array (np.load with
+        mmap_mode="r" works) or as items no larger than a batch.
 
         Returns:
             an iterator of one dict per batch of at most batch_size images, in input order

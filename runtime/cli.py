@@ -11,7 +11,9 @@ exit code 2, no traceback. Nothing here imports TensorFlow unless the TF backend
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
+import os
 import shutil
 import sys
 import tempfile
@@ -27,8 +29,9 @@ import numpy as np
 from .api import DEVICES, load
 from .atomic import atomic_write
 from .backends import BACKENDS, installed_backends, runner_class
-from .errors import ArgumentParser, DataError
-from .manifest import InputSpec, Manifest, read_manifest
+from .errors import ArgumentParser, ArtifactError, DataError, comma_list
+from .hashing import sha256_file
+from .manifest import InputSpec, Manifest, read_manifest, verify_files_against
 from .preprocess import is_batch
 
 ARRAY_SUFFIXES = (".npz", ".npy")
@@ -42,10 +45,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     backends = sorted(BACKENDS)
 
     info = sub.add_parser("info", help="describe an artifacts folder and the backends and devices available here",
-                          description="Describe an artifacts folder (checking its sha256s) and the backends here.")
+                          description="Describe an artifacts folder (checking the sha256 of each backend's files) "
+                                      "and the backends here.")
     info.add_argument("artifacts", type=Path, help="folder written by `python -m export`")
     info.add_argument("--backend", choices=backends,
-                      help="probe only this backend's devices (default: every installed one; probing tf imports TensorFlow)")
+                      help="check only this backend's files and devices; they must be intact (default: every "
+                           "installed backend, absent files reported; probing tf imports TensorFlow)")
     info.set_defaults(func=cmd_info)
 
     run = sub.add_parser("run", help="extract feature maps of many images into an .npz",
@@ -54,21 +59,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     run.add_argument("--input", required=True, nargs="+", action="extend", metavar="FILE",
                      help="an .npz or .npy array of images, or image files (PNG, JPEG, ...); "
                           "repeatable; quoted globs such as 'digits/*.png' are expanded")
-    run.add_argument("--out", required=True, type=Path, help="the .npz to write (atomically)")
+    run.add_argument("--out", required=True, type=Path, help="the .npz file to write (atomically; must end in .npz)")
     run.add_argument("--key", help=f"array to read from .npz inputs (default: {DEFAULT_KEY!r}, else the only array)")
     run.add_argument("--backend", choices=backends, default="onnx", help="default: onnx")
     run.add_argument("--device", choices=DEVICES, default="cpu", help="default: cpu; gpu is an error where none is usable")
-    run.add_argument("--outputs", type=_names, help="comma-separated output names (default: all)")
+    run.add_argument("--outputs", type=comma_list, help="comma-separated output names (default: all)")
     run.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
     run.add_argument("--invert", action="store_true", help="invert image files (for dark digits on a light background)")
     run.add_argument("--compress", action="store_true", help="deflate the .npz (slower; ReLU maps shrink a lot)")
     run.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     run.set_defaults(func=cmd_run)
     return p.parse_args(argv)
-
-
-def _names(text: str) -> list[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,20 +80,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- info -----------------------------------------------------------------------------------------
 
 def cmd_info(args: argparse.Namespace) -> int:
-    manifest = read_manifest(args.artifacts)  # checks schema version and every sha256
-    print("\n".join(describe(manifest, args.artifacts) + backend_lines([args.backend] if args.backend else None)))
+    folder = args.artifacts
+    manifest = read_manifest(folder, verify_files=False)  # schema version; the files are checked per backend
+    integrity = integrity_lines(manifest, folder, args.backend)
+    print("\n".join(describe(manifest, folder, integrity) + backend_lines([args.backend] if args.backend else None)))
     return 0
 
 
-def describe(manifest: Manifest, folder: Path) -> list[str]:
-    """Lines describing a checked manifest: model, input, outputs, labels, verification."""
+def describe(manifest: Manifest, folder: Path, integrity: Sequence[str] = ()) -> list[str]:
+    """Lines describing a manifest: model, integrity (lines given), input, outputs, labels, verification."""
     inp, pre, src = manifest.input, manifest.input.preprocessing, manifest.source_model
     lo, hi = pre.value_range
     lines = [f"artifacts     {folder} (schema {manifest.schema_version}, created {manifest.created or 'unknown'})"]
     if src:
         lines.append(f"model         {src.get('name', '?')} from {src.get('file', '?')}, {src.get('params', '?')} "
                      f"parameters; ONNX opset {manifest.onnx.get('opset', '?')}")
-    lines.append(f"integrity     {len(manifest.files)} files match the manifest's sha256")
+    lines += [f"{'integrity' if i == 0 else '':14s}{line}" for i, line in enumerate(integrity)]
     lines.append(f"input         {inp.name}: {inp.dtype} {_shape(inp.shape)} {inp.layout}; raw {pre.raw_dtype} "
                  f"pixels * {pre.scale:.6g} + {pre.offset:g} -> [{lo:g}, {hi:g}]")
     errors = _worst_errors(manifest.verification)
@@ -135,6 +138,100 @@ def _worst_errors(v: dict) -> dict[str, float]:
                 for name, by_backend in v.get("outputs", {}).items() if by_backend}
     except (AttributeError, KeyError, TypeError, ValueError):
         return {}
+
+
+@dataclass
+class _FileGroup:
+    """The listed artifact files under some path prefixes, and what was found of them on disk."""
+
+    label: str
+    prefixes: tuple[str, ...]
+    files: list[str]  # listed paths under the prefixes
+    missing: list[str]
+    wrong: list[str]  # present, but not of the recorded size or sha256
+
+    @property
+    def unlisted(self) -> list[str]:
+        return [p for p in self.prefixes if not any(_under(rel, p) for rel in self.files)]
+
+    @property
+    def intact(self) -> bool:
+        return bool(self.files) and not (self.unlisted or self.missing or self.wrong)
+
+    def line(self) -> str:
+        if self.unlisted:
+            return f"{self.label}: the manifest lists no sha256 for {self.unlisted}: cannot check"
+        what = ", ".join(self._what(p) for p in self.prefixes)
+        if len(self.missing) == len(self.files):
+            return f"{self.label}: {what} absent"
+        if self.missing:
+            return (f"{self.label}: {what} incomplete, {len(self.missing)} of {len(self.files)} files missing "
+                    f"(e.g. {self.missing[0]!r})")
+        if self.wrong:
+            return f"{self.label}: {what} tampered with or truncated (e.g. {self.wrong[0]!r})"
+        return f"{self.label}: {what} {'matches its' if len(self.files) == 1 else 'match their'} sha256"
+
+    def _what(self, prefix: str) -> str:
+        count = sum(_under(rel, prefix) for rel in self.files)
+        return prefix if count == 1 and prefix in self.files else f"{prefix}/ ({count} files)"
+
+
+def integrity_lines(manifest: Manifest, folder: Path, backend: str | None = None) -> list[str]:
+    """One line per backend, and one for the other listed files: do they match the manifest's sha256?
+
+    With `backend`, only that backend's files are hashed, as `load` does (no other framework is
+    imported), and they must be intact. Without it, every backend's files are checked: absent
+    files are reported (an ONNX-only deployment ships manifest.json and model.onnx alone), but a
+    present file with the wrong sha256 is an error, and so is a folder that no backend can load.
+
+    Raises:
+        ArtifactError: no or malformed 'files' in the manifest; a file present but tampered with or
+            truncated; `backend`'s files absent or unlisted; without `backend`, no backend's files complete.
+    """
+    verify_files_against(manifest, folder, only=[])  # hashes nothing: checks that the manifest lists files
+    lines: dict[str, str | _FileGroup] = {}  # label -> its line, or its files
+    for name in [backend] if backend else BACKENDS:
+        try:
+            prefixes = tuple(runner_class(name).files)
+        except Exception:  # a diagnostic listing: backend_lines, below, says why
+            lines[name] = f"{name}: not checked (backend not usable here)"
+            continue
+        lines[name] = group = _file_group(manifest, folder, name, prefixes)
+        if backend and not group.intact:
+            verify_files_against(manifest, folder, only=list(prefixes))  # raises load's own message
+    owned = [p for g in lines.values() if isinstance(g, _FileGroup) for p in g.prefixes]
+    others = [rel for rel in manifest.files if not any(_under(rel, p) for p in owned)]
+    if others and backend:
+        why = f" (not loaded by backend {backend!r})" if owned else ""
+        lines["other"] = f"other: {len(others)} files not checked{why}"
+    elif others:
+        lines["other"] = _file_group(manifest, folder, "other", tuple(dict.fromkeys(r.split("/")[0] for r in others)))
+    groups = [g for g in lines.values() if isinstance(g, _FileGroup)]
+    for group in groups:
+        if group.wrong:  # a present file that differs is never a deployment choice
+            verify_files_against(manifest, folder, only=group.wrong[:1])  # raises the tampering message
+    backends = [g for g in groups if g.label != "other"]
+    if backends and not any(g.intact for g in backends):
+        raise ArtifactError(f"no backend can load {str(folder)!r}: " + "; ".join(g.line() for g in backends))
+    return [g if isinstance(g, str) else g.line() for g in lines.values()]
+
+
+def _file_group(manifest: Manifest, folder: Path, label: str, prefixes: tuple[str, ...]) -> _FileGroup:
+    files = [rel for rel in manifest.files if any(_under(rel, p) for p in prefixes)]
+    missing, wrong = [], []
+    for rel in files:
+        meta, path = manifest.files[rel], folder / rel
+        if not isinstance(meta, dict) or not {"bytes", "sha256"} <= meta.keys():
+            verify_files_against(manifest, folder, only=[rel])  # raises: a malformed entry
+        if not path.is_file():
+            missing.append(rel)
+        elif path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
+            wrong.append(rel)
+    return _FileGroup(label, prefixes, files, missing, wrong)
+
+
+def _under(rel: str, prefix: str) -> bool:
+    return rel == prefix or rel.startswith(prefix + "/")
 
 
 def backend_lines(only: list[str] | None = None) -> list[str]:
@@ -199,11 +296,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _checked_out(path: Path) -> Path:
+    """--out, checked before anything is loaded: an .npz path in a folder that accepts new files.
+
+    Raises:
+        DataError: a folder, a name not ending in .npz, a missing folder, or one where no file can be created.
+    """
     if path.is_dir():
         raise DataError(f"--out {str(path)!r} is a folder; expected the path of an .npz file to write")
+    if path.suffix.lower() != ".npz":
+        raise DataError(f"--out {str(path)!r} must end in .npz (the file written is an .npz archive)")
     if not path.parent.is_dir():
         raise DataError(f"--out {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    try:  # os.access alone passes for root where creating still fails (read-only mounts, /proc)
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _cannot_write(path, exc, f"folder {str(path.parent)!r} does not accept new files") from None
     return path
+
+
+def _cannot_write(path: Path, exc: OSError, what: str = "") -> DataError:
+    """The DataError for an OSError met while writing path (no traceback: a full disk is not a bug)."""
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    return DataError(f"cannot write {str(path)!r}: " + (f"{what} ({reason})" if what else reason))
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[Path]:
@@ -319,9 +437,12 @@ class NpzWriter:
 
     def __init__(self, path: Path, rows: int, compress: bool = False):
         self.path, self.expected, self.compress = Path(path), rows, compress
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
         self.files: dict[str, tuple] = {}  # name -> (open file, shape of one row, dtype)
         self.counts: dict[str, int] = {}
+        try:
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        except OSError as exc:
+            raise _cannot_write(self.path, exc) from None
 
     @property
     def rows(self) -> int:
@@ -336,16 +457,25 @@ class NpzWriter:
                 raise RuntimeError(f"output {name!r} changed from {row_shape} {dtype} to {array.shape[1:]} "
                                    f"{array.dtype} between batches")
             if array.size:  # written without a copy when already contiguous
-                f.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+                try:
+                    f.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+                except OSError as exc:  # e.g. the disk is full
+                    raise _cannot_write(self.path, exc) from None
             self.counts[name] += len(array)
 
     def _open(self, name: str, first: np.ndarray) -> None:
-        f = open(self.tmp / f"{name}.npy", "wb")
+        try:
+            f = open(self.tmp / f"{name}.npy", "wb")
+        except OSError as exc:
+            raise _cannot_write(self.path, exc) from None
+        self.files[name] = (f, first.shape[1:], first.dtype)  # registered at once: closed by __exit__
+        self.counts[name] = 0
         header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False,
                   "shape": (self.expected, *first.shape[1:])}
-        np.lib.format.write_array_header_1_0(f, header)
-        self.files[name] = (f, first.shape[1:], first.dtype)
-        self.counts[name] = 0
+        try:
+            np.lib.format.write_array_header_1_0(f, header)
+        except OSError as exc:
+            raise _cannot_write(self.path, exc) from None
 
     def commit(self) -> dict[str, tuple]:
         """Zip the outputs into the target .npz atomically; returns name -> array shape."""
@@ -355,9 +485,12 @@ class NpzWriter:
         if wrong:  # would leave .npy headers that lie about their length
             raise RuntimeError(f"expected {self.expected} rows per output, wrote {wrong}")
         method = zipfile.ZIP_DEFLATED if self.compress else zipfile.ZIP_STORED
-        with atomic_write(self.path) as f, zipfile.ZipFile(f, "w", method, allowZip64=True) as archive:
-            for name in self.files:  # np.savez's layout: one NAME.npy member per array
-                archive.write(self.tmp / f"{name}.npy", arcname=f"{name}.npy")
+        try:
+            with atomic_write(self.path) as f, zipfile.ZipFile(f, "w", method, allowZip64=True) as archive:
+                for name in self.files:  # np.savez's layout: one NAME.npy member per array
+                    archive.write(self.tmp / f"{name}.npy", arcname=f"{name}.npy")
+        except OSError as exc:  # e.g. the disk is full, or the folder stopped accepting files
+            raise _cannot_write(self.path, exc) from None
         return {name: (self.expected, *row) for name, (_, row, _) in self.files.items()}
 
     def __enter__(self) -> "NpzWriter":
@@ -369,5 +502,5 @@ class NpzWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-__all__ = ["main", "parse_args", "describe", "backend_lines", "expand_inputs", "open_source", "read_array",
-           "Progress", "NpzWriter"]
+__all__ = ["main", "parse_args", "describe", "integrity_lines", "backend_lines", "expand_inputs", "open_source",
+           "read_array", "Progress", "NpzWriter"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ def load_mnist(path: str | os.PathLike | None = None, download: bool = True) -> 
     try:
         with np.load(found, allow_pickle=False) as f:
             return {k: f[k] for k in KEYS}
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{found} is not a readable MNIST npz with arrays {list(KEYS)}: {exc}") from None
 
 

@@ -13,38 +13,36 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.errors import ArgumentParser, InputError
+from runtime.errors import ArgumentParser, DataError, InputError, comma_list
 from runtime.manifest import Manifest
 from runtime.mnist import mnist_test_set
 
 from .figures import comparison_figure, save_grid, save_png
-from .tiling import NORMALIZATIONS, check_layout
+from .tiling import NORMALIZATIONS, SPATIAL_LAYOUTS
 
 COMPARISON = "comparison.png"
 
 
 def select_layers(manifest: Manifest, requested: Sequence[str] | None = None) -> list[str]:
-    """The outputs to draw: `requested` (checked), else every output whose role is "feature_map".
+    """The outputs to draw: `requested` (checked), else every spatial output whose role is "feature_map".
 
     Raises:
         InputError: an unknown name, or an output that has no spatial maps (e.g. a dense layer).
     """
     available = manifest.output_names
+    drawable = [o.name for o in manifest.outputs if o.layout in SPATIAL_LAYOUTS]
     if not requested:
-        return [o.name for o in manifest.outputs if o.role == "feature_map"]
+        return [o.name for o in manifest.outputs if o.role == "feature_map" and o.name in drawable]
     names = list(dict.fromkeys(requested))  # de-duplicated, order kept
     unknown = [n for n in names if n not in available]
     if unknown:
         raise InputError(f"unknown layer(s) {unknown}; available: {available}")
     for name in names:
-        try:
-            check_layout(manifest.output(name).layout)
-        except InputError:
-            drawable = [o.name for o in manifest.outputs if o.layout in ("NHWC", "NCHW")]
+        if name not in drawable:
             raise InputError(
                 f"output {name!r} has layout {manifest.output(name).layout} and no spatial feature maps to draw; "
                 f"drawable: {drawable}"
-            ) from None
+            )
     return names
 
 
@@ -115,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--image", type=Path, help="draw this image file instead (any size, colour or grayscale)")
     parser.add_argument("--data", help="path to Keras' mnist.npz")
     parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default figures/)")
-    parser.add_argument("--layers", help="comma-separated output names (default: every feature map)")
+    parser.add_argument("--layers", type=comma_list, help="comma-separated output names (default: every feature map)")
     parser.add_argument("--cols", type=_positive_int, help="grid columns (default 8 from 16 maps on, else ~sqrt)")
     parser.add_argument("--backend", default="onnx", help="runtime backend: onnx (default) or tf")
     parser.add_argument("--device", default="cpu", help="cpu (default), gpu or auto")
@@ -146,15 +144,24 @@ def load_input(args: argparse.Namespace, model) -> tuple[np.ndarray, str]:
     return image, f"MNIST test digit #{args.index} (label {int(y[args.index])})"
 
 
+def _make_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the --out folder {out}: {exc.strerror}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, draw, print the files written; project errors propagate to run_cli."""
     import runtime
 
     args = build_parser().parse_args(argv)
-    requested = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
     with runtime.load(args.artifacts, backend=args.backend, device=args.device) as model:
-        layers = select_layers(model.manifest, requested)  # before reading data: fail fast on a typo
+        layers = select_layers(model.manifest, args.layers)  # before reading data: fail fast on a typo
         image, what = load_input(args, model)
+        _make_folder(args.out)
         title = f"Feature maps of {what}"
         written = write_figures(model, image, args.out, layers, cols=args.cols, normalize=args.normalize,
                                 labels=args.labels, title=title)

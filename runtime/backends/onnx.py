@@ -50,6 +50,9 @@ class OnnxRunner:
     def __init__(self, folder: Path, manifest: Manifest, device: str, threads: int | None = None,
                  optimization: str = "all", session_options: ort.SessionOptions | None = None):
         path = Path(folder) / ONNX_FILE
+        if session_options is not None and (threads is not None or optimization != "all"):
+            raise BackendError("pass either session_options or threads/optimization, not both: "
+                               "set them on your SessionOptions")
         opts = session_options or globals()["session_options"](threads, optimization)
         wanted = [CUDA, CPU] if device == "gpu" else [CPU]
         try:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off stderr
-import tensorflow as tf  # noqa: E402
+from ..errors import ArtifactError, DeviceError
+from ..manifest import INPUT_NAME, SAVED_MODEL_DIR, SIGNATURE, Manifest
+from ..quiet_tf import import_tensorflow
 
-from ..errors import ArtifactError, DeviceError  # noqa: E402
-from ..manifest import INPUT_NAME, SAVED_MODEL_DIR, SIGNATURE, Manifest  # noqa: E402
+tf = import_tensorflow()
 
 
 class TFRunner:

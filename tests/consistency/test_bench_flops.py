@@ -1,9 +1,17 @@
 """benchmarks/flops.py: model FLOPs per image from the ONNX graph, checked against counts done by hand."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from benchmarks.flops import onnx_flops
+from benchmarks.flops import main, onnx_flops
+from runtime.errors import ArtifactError, run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Multiply-adds x 2 of Conv (2*Hout*Wout*Cout*Kh*Kw*Cin) and Dense (2*in*out) layers, per image.
 REFERENCE = {
@@ -49,3 +57,60 @@ def test_grouped_conv_and_gemm_with_transposed_weight():
     onnx.checker.check_model(model)
     count = onnx_flops(model)
     assert [f for _, _, f in count.by_node] == [2 * 8 * 8 * 6 * 9 * 1, 2 * 384 * 10]
+
+
+def test_main_prints_every_counted_node_and_the_total(capsys, reference_artifacts):
+    for target in (reference_artifacts / "model.onnx", reference_artifacts):  # the file, or its artifacts folder
+        assert run_cli(main, [str(target)]) == 0
+        out, err = capsys.readouterr()
+        assert err == "" and len(out.splitlines()) == 5
+        assert out.splitlines()[-1].split()[:2] == ["total", "5,056,000"] and "(5.056 MFLOP)" in out
+
+
+def write_garbage(folder: Path) -> Path:
+    (folder / "notes.onnx").write_text("not a protobuf, just text\n")
+    return folder / "notes.onnx"
+
+
+def write_empty(folder: Path) -> Path:
+    (folder / "empty.onnx").write_bytes(b"")  # parses as an empty protobuf message
+    return folder / "empty.onnx"
+
+
+# name: (make the argument in a folder -> path, expected part of the one-line message)
+MAIN_ERRORS = {
+    "missing file": (lambda d: d / "nowhere.onnx", "ONNX file '"),
+    "text file": (write_garbage, "is not an ONNX model (Error parsing message"),
+    "empty file": (write_empty, "is not an ONNX model (no IR version or no graph)"),
+    "folder without model.onnx": (lambda d: d, "is a folder without model.onnx"),
+}
+
+
+@pytest.mark.parametrize("case", MAIN_ERRORS, ids=str)
+def test_main_errors_are_one_line(case, capsys, tmp_path):
+    make, message = MAIN_ERRORS[case]
+    code = run_cli(main, [str(make(tmp_path))])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_main_usage_errors_are_one_line(capsys):
+    for argv, message in (([], "the following arguments are required: onnx"),
+                          (["a.onnx", "--bogus"], "unrecognized arguments: --bogus")):
+        assert run_cli(main, argv) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_onnx_flops_on_a_missing_path_is_an_artifact_error(tmp_path):
+    with pytest.raises(ArtifactError, match="not found"):
+        onnx_flops(tmp_path / "missing.onnx")
+
+
+def test_python_m_benchmarks_flops_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.flops", str(tmp_path / "nonexist.onnx")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"error: ONNX file '{tmp_path / 'nonexist.onnx'}' not found\n", proc.stderr

@@ -101,7 +101,7 @@ def test_unsupported_suffix(capsys, tmp_path):
 
 def test_no_conv_layer(capsys, tmp_path, dense_only_model):
     err = cli_error(capsys, "--model", str(dense_only_model), "--out", str(tmp_path / "a"))
-    assert "no Conv2D" in err and "'flat'" in err and "--layers" in err
+    assert "no top-level Conv2D" in err and "'flat'" in err and "--layers" in err
 
 
 def test_no_conv_layer_but_layers_given(tmp_path, dense_only_model):
@@ -168,8 +168,8 @@ def test_unknown_custom_object_refused(tmp_path):
     result = subprocess.run([sys.executable, "-m", "export", "--model", str(path), "--out", str(tmp_path / "a")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
-    err = result.stderr.strip().splitlines()[-1]
-    assert err.startswith("error: ") and "custom objects" in err and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr  # TensorFlow's start-up notices filtered out
+    assert result.stderr.startswith("error: ") and "custom objects" in result.stderr
     assert not (tmp_path / "a").exists()
 
 
@@ -229,3 +229,77 @@ def test_mnist_lookup_order(monkeypatch, tmp_path, mnist_npz):
 ])
 def test_bad_arguments_are_one_line_errors(capsys, args, message):
     assert message in cli_error(capsys, *args)
+
+
+def test_force_never_deletes_what_is_not_artifacts(capsys, tmp_path, monkeypatch, reference_model_path):
+    import shutil
+
+    work = tmp_path / "work"
+    work.mkdir()
+    model = work / "my.keras"
+    shutil.copy(reference_model_path, model)
+    (work / "notes.txt").write_text("mine")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "thesis.tex").write_text("years of work")
+    monkeypatch.chdir(work)
+    assert "current folder or one of its parents" in cli_error(capsys, "--model", str(model), "--out", ".", "--force")
+    assert "current folder or one of its parents" in cli_error(capsys, "--model", str(model), "--out",
+                                                                str(tmp_path), "--force")
+    assert "holds no manifest.json" in cli_error(capsys, "--model", str(model), "--out", str(docs), "--force")
+    monkeypatch.chdir(tmp_path / "docs")
+    assert "which the export reads" in cli_error(capsys, "--model", str(model), "--out", str(work), "--force")
+    (work / "manifest.json").write_text("{}")  # an artifacts-looking folder
+    assert "inside the artifacts folder" in cli_error(capsys, "--model", str(reference_model_path), "--out",
+                                                      str(work / "sub"))
+    assert sorted(p.name for p in work.iterdir()) == ["manifest.json", "my.keras", "notes.txt"]
+    assert [p.name for p in docs.iterdir()] == ["thesis.tex"]
+
+
+def test_empty_folder_is_a_valid_forced_target(tmp_path, zoo_model_file):
+    (tmp_path / "empty").mkdir()
+    assert run_cli(main, ["--model", str(zoo_model_file("rgb_small")), "--out", str(tmp_path / "empty"), "--force"]) == 0
+    assert read_manifest(tmp_path / "empty").verification["passed"]
+
+
+def test_channels_first_model_refused(capsys, tmp_path):
+    import keras
+    from keras import layers
+
+    inp = keras.Input((1, 28, 28))
+    x = layers.Conv2D(4, 3, data_format="channels_first", name="cf_conv")(inp)
+    model = keras.Model(inp, layers.Dense(3)(layers.Flatten()(x)))
+    path = save(model, tmp_path / "cf.keras")
+    err = cli_error(capsys, "--model", str(path), "--out", str(tmp_path / "a"))
+    assert "['cf_conv'] use data_format='channels_first'" in err and "NHWC" in err
+    assert not (tmp_path / "a").exists()
+
+
+def test_layer_name_that_cannot_name_an_output(capsys, tmp_path):
+    import keras
+    from keras import layers
+
+    inp = keras.Input((28, 28, 1))
+    model = keras.Model(inp, layers.Flatten()(layers.Conv2D(2, 3, name="my conv")(inp)))
+    path = save(model, tmp_path / "spaces.keras")
+    err = cli_error(capsys, "--model", str(path), "--out", str(tmp_path / "a"))
+    assert "layer name 'my conv' cannot name an output" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["spaces.keras"]  # no temp folder left
+
+
+def test_corrupt_mnist_data(capsys, tmp_path, mnist_npz, reference_model_path):
+    bad = tmp_path / "mnist.npz"
+    bad.write_bytes(mnist_npz.read_bytes()[:100_000])
+    err = cli_error(capsys, "--model", str(reference_model_path), "--out", str(tmp_path / "a"), "--data", str(bad))
+    assert "is not a readable MNIST npz" in err
+    assert not (tmp_path / "a").exists()
+
+
+def test_stderr_holds_only_the_error_line(tmp_path):
+    """TensorFlow's start-up notices (absl banner, oneDNN, CUDA) must not bury the one-line error."""
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a model")
+    result = subprocess.run([sys.executable, "-m", "export", "--model", str(bad), "--out", str(tmp_path / "a")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: cannot read"), result.stderr

@@ -1,10 +1,13 @@
 """`python -m runtime info|run`: content, inputs (.npz, .npy, image files), atomic output, one-line errors."""
 from __future__ import annotations
 
+import errno
 import io
+import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +18,7 @@ from PIL import Image
 
 from runtime.cli import NpzWriter, Progress, main
 from runtime.compare import compare_outputs, failures
-from runtime.errors import run_cli
+from runtime.errors import DataError, run_cli
 from runtime.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,8 +51,11 @@ def leftovers(folder: Path) -> list[str]:
 def test_info_describes_the_artifacts_and_backends(capsys, reference_artifacts):
     code, out, err = cli(capsys, "info", reference_artifacts)
     assert code == 0 and err == ""
-    files = len(read_manifest(reference_artifacts).files)
-    for expected in ("schema 1", "mnist_cnn from mnist_cnn.keras", f"{files} files match the manifest's sha256",
+    saved_model = sum(rel.startswith("saved_model/") for rel in read_manifest(reference_artifacts).files)
+    for expected in ("schema 1", "mnist_cnn from mnist_cnn.keras",
+                     "integrity     onnx: model.onnx matches its sha256",
+                     f"              tf: saved_model/ ({saved_model} files) match their sha256",
+                     "              other: preview_conv2d.png matches its sha256",
                      "image: float32 [N, 28, 28, 1] NHWC; raw uint8 pixels * 0.00392157 + 0 -> [0, 1]",
                      "labels        0, 1, 2, 3, 4, 5, 6, 7, 8, 9", "verification  passed on ", "against keras",
                      "max abs error savedmodel"):
@@ -74,9 +80,78 @@ def test_info_probes_only_the_backend_asked_for(capsys, reference_artifacts):
 def test_info_on_tampered_artifacts_is_an_error(capsys, artifacts_copy):
     path = artifacts_copy / "model.onnx"
     path.write_bytes(path.read_bytes()[:-10])
-    code, out, err = cli(capsys, "info", artifacts_copy)
+    for backend in ([], ["--backend", "onnx"]):
+        code, out, err = cli(capsys, "info", artifacts_copy, *backend)
+        assert out == ""
+        assert_one_line_error(code, err, "'model.onnx' does not match the manifest's sha256")
+
+
+@pytest.fixture
+def onnx_only(tmp_path, reference_artifacts) -> Path:
+    """An ONNX-only deployment: manifest.json and model.onnx alone."""
+    folder = tmp_path / "deployed"
+    folder.mkdir()
+    for name in ("manifest.json", "model.onnx"):
+        shutil.copy(reference_artifacts / name, folder / name)
+    return folder
+
+
+def integrity(out: str) -> list[str]:
+    """The integrity lines of `info`'s output, without their indent."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("integrity "))
+    rest = itertools.takewhile(lambda line: line.startswith("  "), lines[start + 1:])
+    return [line.strip() for line in [lines[start][len("integrity"):], *rest]]
+
+
+def test_info_on_an_onnx_only_deployment(capsys, onnx_only):
+    code, out, err = cli(capsys, "info", onnx_only, "--backend", "onnx")
+    assert code == 0 and err == "", err
+    others = len(read_manifest(onnx_only, verify_files=False).files) - 1
+    assert integrity(out) == ["onnx: model.onnx matches its sha256",
+                              f"other: {others} files not checked (not loaded by backend 'onnx')"]
+    code, out, err = cli(capsys, "info", onnx_only)
+    assert code == 0 and err == "", err
+    lines = integrity(out)
+    assert lines[0] == "onnx: model.onnx matches its sha256"
+    assert re.fullmatch(r"tf: saved_model/ \(\d+ files\) absent", lines[1]), lines
+    assert lines[2] == "other: preview_conv2d.png absent"
+    code, _, err = cli(capsys, "info", onnx_only, "--backend", "tf")
+    assert_one_line_error(code, err, "artifact file 'saved_model/")
+    assert "listed in the manifest is missing" in err
+
+
+def test_info_checks_only_the_files_of_the_backend_asked_for(capsys, artifacts_copy):
+    victim = next(p for p in sorted((artifacts_copy / "saved_model").rglob("*")) if p.is_file())
+    victim.write_bytes(victim.read_bytes() + b"tampered")
+    code, out, err = cli(capsys, "info", artifacts_copy, "--backend", "onnx")
+    assert code == 0 and err == "" and integrity(out)[0] == "onnx: model.onnx matches its sha256"
+    code, out, err = cli(capsys, "info", artifacts_copy)  # a present file that differs is never a deployment choice
     assert out == ""
-    assert_one_line_error(code, err, "'model.onnx' does not match the manifest's sha256")
+    rel = victim.relative_to(artifacts_copy).as_posix()
+    assert_one_line_error(code, err, f"'{rel}' does not match the manifest's sha256")
+
+
+def test_info_on_a_folder_no_backend_can_load(capsys, onnx_only):
+    (onnx_only / "model.onnx").unlink()
+    code, out, err = cli(capsys, "info", onnx_only)
+    assert out == ""
+    assert_one_line_error(code, err, "no backend can load")
+    assert "onnx: model.onnx absent; tf: saved_model/ (" in err
+
+
+def test_info_on_an_onnx_only_deployment_imports_no_tensorflow(onnx_only):
+    code = f"""
+import contextlib, io, json, sys
+from runtime.cli import main
+from runtime.errors import DataError, run_cli
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = run_cli(main, ["info", {str(onnx_only)!r}, "--backend", "onnx"])
+print(json.dumps({{"code": code, "tf": "tensorflow" in sys.modules, "out": out.getvalue()}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0 and not result["tf"] and "onnx: model.onnx matches its sha256" in result["out"], proc.stderr
 
 
 # --- run: inputs ----------------------------------------------------------------------------------
@@ -265,6 +340,44 @@ def test_bad_out_and_artifacts(capsys, tmp_path, digits_npz, artifacts_copy):
     assert_one_line_error(code, err, "'model.onnx' does not match the manifest's sha256")
     code, _, err = cli(capsys)
     assert_one_line_error(code, err, "the following arguments are required: {info,run}")
+
+
+def test_out_must_end_in_npz(capsys, tmp_path, digits_npz, monkeypatch):
+    monkeypatch.setattr("runtime.cli.load", refuse_to_load)
+    for name in ("acts", "acts.npy", "acts.npz.tmp"):
+        code, stdout, err = cli(capsys, "run", "artifacts", "--input", digits_npz, "--out", tmp_path / name)
+        assert_one_line_error(code, err, f"--out '{tmp_path / name}' must end in .npz")
+        assert stdout == "" and not (tmp_path / name).exists()
+
+
+def refuse_to_load(*args, **kwargs):
+    raise AssertionError("the model was loaded before --out was checked")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc, which refuses new files even to root")
+def test_out_in_a_folder_that_refuses_files_is_an_error_before_loading(capsys, digits_npz, monkeypatch):
+    monkeypatch.setattr("runtime.cli.load", refuse_to_load)
+    code, stdout, err = cli(capsys, "run", "artifacts", "--input", digits_npz, "--out", "/proc/x.npz")
+    assert_one_line_error(code, err, "cannot write '/proc/x.npz': folder '/proc' does not accept new files")
+    assert stdout == ""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc, which refuses new files even to root")
+def test_npz_writer_reports_write_failures_as_data_errors(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="cannot write '/proc/x.npz'"):
+        NpzWriter(Path("/proc/x.npz"), 1)
+
+    def full_disk(path, *args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    target = tmp_path / "a.npz"
+    target.write_bytes(b"previous results")
+    monkeypatch.setattr("runtime.cli.atomic_write", full_disk)
+    with pytest.raises(DataError, match=f"cannot write '{re.escape(str(target))}': No space left on device"):
+        with NpzWriter(target, 2) as writer:
+            writer.append({"x": np.ones((2, 3), np.float32)})
+            writer.commit()
+    assert target.read_bytes() == b"previous results" and leftovers(tmp_path) == []
 
 
 def test_a_failure_midway_leaves_the_previous_output_untouched(capsys, tmp_path, digits_npz, reference_artifacts):

@@ -139,3 +139,18 @@ def test_onnx_session_options_are_overridable(reference_artifacts, loaded, digit
             assert not failures(compare_outputs(model.run(x), reference)), options
     with pytest.raises(BackendError, match=r"unknown onnxruntime optimization 'fast'; expected one of \['disable'"):
         runtime.load(reference_artifacts, optimization="fast")
+
+
+def test_bad_backend_options_are_backend_errors(reference_artifacts, backend):
+    with pytest.raises(BackendError, match=rf"unknown option\(s\) \['bogus'\] for backend '{backend}'; accepted: "):
+        runtime.load(reference_artifacts, backend=backend, bogus=1)
+    for threads in ("2", 0, 1.5, True):
+        with pytest.raises(BackendError, match="threads must be a positive integer"):
+            runtime.load(reference_artifacts, backend=backend, threads=threads)
+
+
+def test_onnx_session_options_exclude_threads_and_optimization(reference_artifacts):
+    import onnxruntime as ort
+
+    with pytest.raises(BackendError, match="either session_options or threads/optimization"):
+        runtime.load(reference_artifacts, session_options=ort.SessionOptions(), threads=1)

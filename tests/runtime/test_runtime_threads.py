@@ -57,4 +57,4 @@ def test_tf_threads_too_late_is_a_warning_naming_the_current_setting(reference_a
     model.close()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # asking for what is already set is not worth a warning
-        runtime.load(reference_artifacts, backend="tf", threads=current).close()  # 0: TensorFlow's default
+        runtime.load(reference_artifacts, backend="tf", threads=current or None).close()  # 0: TF's default

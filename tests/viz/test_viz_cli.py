@@ -123,6 +123,8 @@ def test_index_into_the_full_test_set(reference_artifacts, tmp_path, capsys, mni
     (["--data", "{tmp}/none.npz"], "MNIST file from --data not found"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--cols", "0"], "argument --cols: expected a positive integer, got 0"),
+    (["--out", "/proc/figures"], "cannot create the --out folder /proc/figures"),
+    (["--out", "{tmp}/notes.txt"], "--out {tmp}/notes.txt exists and is not a folder"),
     (["--index", "1", "--image", "x.png"], "argument --image: not allowed with argument --index"),
 ])
 def test_bad_inputs_give_one_line_errors_and_write_nothing(

@@ -21,7 +21,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="trained Keras model (.keras, .h5); default: the shipped reference MNIST CNN")
     p.add_argument("--out", type=Path, default=Path("artifacts"), help="artifacts folder to create (default: artifacts)")
     p.add_argument("--layers", type=comma_list, help="comma-separated layer names to expose (default: every Conv2D)")
-    p.add_argument("--data", help="Keras mnist.npz used for verification (default: $MNIST_NPZ, then the Keras cache)")
+    p.add_argument("--data", help="Keras mnist.npz to verify MNIST-shaped models on "
+                                  "(default: $MNIST_NPZ, then the Keras cache)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--allow-unsafe", action="store_true",

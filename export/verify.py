@@ -8,7 +8,7 @@ import numpy as np
 import runtime
 from runtime.compare import Diff, Tolerance, compare_outputs, failures, tolerance_dict
 from runtime.manifest import InputSpec, Manifest
-from runtime.mnist import mnist_test_set
+from runtime.mnist import mnist_test_set, shipped_digits
 from runtime.preprocess import to_batch
 
 MNIST_SHAPE = (28, 28, 1)
@@ -24,18 +24,17 @@ def verification_images(spec: InputSpec, data: str | None = None):
     shapes get the shipped digits resized and repeated over channels, plus seeded noise images,
     so that every layer sees both natural strokes and dense texture.
     """
-    x, y, source = mnist_test_set(data)
     if spec.image_shape == MNIST_SHAPE:
+        x, y, source = mnist_test_set(data)
         return x[..., None], y, source
-    from runtime.mnist import shipped_digits
-
-    x, _ = shipped_digits()
+    x, _ = shipped_digits()  # the full set would only be thrown away here
     h, w, c = spec.image_shape
     rows = np.arange(h) * x.shape[1] // h
     cols = np.arange(w) * x.shape[2] // w
     digits = np.repeat(x[:, rows][:, :, cols][..., None], c, axis=-1)
     noise = np.random.default_rng(SEED).integers(0, 256, size=(16, h, w, c), dtype=np.uint8)
-    return np.concatenate([digits, noise]), None, f"{len(digits)} shipped digits resized to {h}x{w}x{c} + 16 noise images"
+    source = f"{len(digits)} shipped digits resized to {h}x{w}x{c} + 16 noise images"
+    return np.concatenate([digits, noise]), None, source
 
 
 def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, labels, source: str,

@@ -130,8 +130,11 @@ class Model:
             InputError: bad images, unknown output names, or a closed model.
         """
         self._check_open()
-        names = self._names(outputs)
-        batch = to_batch(images, self.manifest.input, self._check_values)
+        return self._infer(to_batch(images, self.manifest.input, self._check_values), self._names(outputs))
+
+    def _infer(self, batch: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """Run a batch that to_batch already prepared."""
+        self._check_open()  # again: a stream may outlive close()
         if len(batch) == 0:
             return {n: np.zeros((0, *self.manifest.output(n).shape[1:]), np.float32) for n in names}
         return self._runner.run(batch, names)
@@ -160,7 +163,8 @@ class Model:
             return (self.run(images[start:start + batch_size], names) for start in range(0, len(images), batch_size))
         if isinstance(images, np.ndarray):
             images = [images]  # one image
-        return (self.run(chunk, names) for chunk in _chunks(images, self.input_spec, int(batch_size)))
+        chunks = _chunks(images, self.input_spec, int(batch_size), self._check_values)
+        return (self._infer(chunk, names) for chunk in chunks)  # chunks are prepared: not checked twice
 
     def _check_open(self) -> None:
         if self._runner is None:
@@ -192,12 +196,13 @@ class Model:
         return f"Model({str(self.folder)!r}, backend={self.backend!r}, device={self.device!r}, outputs={self.output_names})"
 
 
-def _chunks(items: Iterable, spec: InputSpec, batch_size: int) -> Iterator[np.ndarray]:
+def _chunks(items: Iterable, spec: InputSpec, batch_size: int,
+            check_values: bool = True) -> Iterator[np.ndarray]:
     """Group an iterable of single images or batches into float32 batches of batch_size."""
     pending: list[np.ndarray] = []
     count = 0
     for item in items:
-        part = to_batch(item, spec)
+        part = to_batch(item, spec, check_values)
         # Slice each part instead of re-joining the remainder: a large item is copied once.
         while len(part):
             take = min(batch_size - count, len(part))

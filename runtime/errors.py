@@ -5,6 +5,7 @@ Every message says what was expected, what was received, and what is available.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -58,12 +59,15 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
 
     Anything else is a bug and propagates with its traceback.
     """
+    from .signals import terminate_as_interrupt
+
     try:
-        return main(argv)
+        with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C
+            return main(argv)
     except FeatureMapsError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
-        return 130
+        return 143 if str(exc) == f"signal {int(signal.SIGTERM)}" else 130

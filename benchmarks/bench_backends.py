@@ -42,14 +42,16 @@ def _keras_on(device: str, fn):
 
 
 @pytest.fixture(scope="module")
-def approaches(bench_artifacts, keras_models):
+def approaches(bench_artifacts, request):
     """approach name -> callable(float32 batch) -> outputs; sessions and models created once, lazily."""
     import onnxruntime as ort
 
     import runtime
-    from runtime.backends.onnx import session_options
+    from runtime.backends.onnx import preload_cuda_libraries, session_options
 
-    seed, features = keras_models
+    def keras_models():  # (seed, features); only the Keras approaches need TensorFlow, so asked for then
+        return request.getfixturevalue("keras_models")
+
     onnx_path = str(bench_artifacts / "model.onnx")
     opened = []
 
@@ -59,23 +61,28 @@ def approaches(bench_artifacts, keras_models):
         return model.run
 
     def bare(options, providers):
+        if providers[0] == "CUDAExecutionProvider":
+            preload_cuda_libraries()  # what runtime.load does for device="gpu"
         session = ort.InferenceSession(onnx_path, options, providers=providers)
         if providers[0] not in session.get_providers()[:1]:
             pytest.fail(f"onnxruntime took {session.get_providers()}, not {providers[0]}")
         return lambda x: session.run(None, {"image": x})
 
-    def keras_call(x):
-        return {k: v.numpy() for k, v in features(x, training=False).items()}
+    def seed_predict(seed):
+        return lambda x: seed.predict(x, verbose=0)
+
+    def keras_call(features):
+        return lambda x: {k: v.numpy() for k, v in features(x, training=False).items()}
 
     cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     factories = {
-        "seed_predict": lambda: _keras_on("/CPU:0", lambda x: seed.predict(x, verbose=0)),
-        "keras_call": lambda: _keras_on("/CPU:0", keras_call),
+        "seed_predict": lambda: _keras_on("/CPU:0", seed_predict(keras_models()[0])),
+        "keras_call": lambda: _keras_on("/CPU:0", keras_call(keras_models()[1])),
         "runtime_tf": lambda: load("tf", "cpu"),
         "runtime_onnx": lambda: load("onnx", "cpu"),
         "bare_ort": lambda: bare(session_options(), ["CPUExecutionProvider"]),
         "bare_ort_default": lambda: bare(None, ["CPUExecutionProvider"]),
-        "keras_call_gpu": lambda: _keras_on("/GPU:0", keras_call),
+        "keras_call_gpu": lambda: _keras_on("/GPU:0", keras_call(keras_models()[1])),
         "runtime_tf_gpu": lambda: load("tf", "gpu"),
         "runtime_onnx_gpu": lambda: load("onnx", "gpu"),
         "bare_ort_gpu": lambda: bare(session_options(), cuda),

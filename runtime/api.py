@@ -43,7 +43,8 @@ def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu
     cls = runner_class(backend)
     _check_options(cls, options)
     verify_files_against(manifest, folder, only=cls.files)
-    resolved = resolve_device(device, backend, cls.devices())
+    available = cls.devices()
+    resolved = resolve_device(device, backend, available, None if "gpu" in available else cls.gpu_missing())
     try:
         runner = cls(folder, manifest, resolved, **options)
     except DeviceError:
@@ -72,13 +73,17 @@ def _check_device_name(device: str) -> None:
         raise DeviceError(f"unknown device {device!r}; expected one of {list(DEVICES)}")
 
 
-def resolve_device(device: str, backend: str, available: list[str]) -> str:
-    """'cpu' | 'gpu' | 'auto' -> the device to use; never falls back silently from 'gpu'."""
+def resolve_device(device: str, backend: str, available: list[str], why: str | None = None) -> str:
+    """'cpu' | 'gpu' | 'auto' -> the device to use; never falls back silently from 'gpu'.
+
+    why: the backend's reason for having no GPU, added to the error.
+    """
     _check_device_name(device)
     if device == "auto":
         return "gpu" if "gpu" in available else "cpu"
     if device not in available:
-        raise DeviceError(f"device {device!r} asked for backend {backend!r}, but it has only {available} here")
+        because = f": {why}" if why else ""
+        raise DeviceError(f"device {device!r} asked for backend {backend!r}, but it has only {available} here{because}")
     return device
 
 

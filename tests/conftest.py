@@ -9,6 +9,30 @@ import pytest
 
 # The environment (MNIST_NPZ, log levels, Agg) is set in the top-level conftest.py.
 
+# Artifacts exported elsewhere (`python -m benchmarks.gpu export DIR`), one folder per model name, so that the
+# runtime's tests run where TensorFlow cannot be installed, e.g. on a GPU machine.
+PREEXPORTED = "FEATUREMAPS_TEST_ARTIFACTS"
+
+
+def preexported(name: str) -> Path | None:
+    """$FEATUREMAPS_TEST_ARTIFACTS/<name>, or None when the variable is unset.
+
+    Its schema is checked here, the sha256s of the files a backend loads by runtime.load.
+    """
+    root = os.environ.get(PREEXPORTED)
+    if not root:
+        return None
+    from runtime import read_manifest
+
+    read_manifest(Path(root) / name, verify_files=False)
+    return Path(root) / name
+
+
+@pytest.fixture(scope="session")
+def preexported_artifacts():
+    """preexported(name), for fixtures elsewhere that must know whether artifacts came from outside."""
+    return preexported
+
 
 @pytest.fixture(scope="session")
 def mnist_npz() -> Path:
@@ -41,13 +65,10 @@ def reference_model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference_artifacts(tmp_path_factory, reference_model_path) -> Path:
+def reference_artifacts(tmp_path_factory, request) -> Path:
     """Artifacts of the shipped reference CNN, exported once per session (verified on MNIST when present)."""
-    from export.pipeline import export_model
-
-    out = tmp_path_factory.mktemp("reference") / "artifacts"
-    export_model(reference_model_path, out)
-    return out
+    return preexported("reference") or export_to(request.getfixturevalue("reference_model_path"),
+                                                 tmp_path_factory.mktemp("reference"))
 
 
 @pytest.fixture(scope="session")
@@ -72,14 +93,18 @@ def zoo_model_file(tmp_path_factory, digits):
 @pytest.fixture(scope="session")
 def zoo_artifacts(tmp_path_factory, zoo_model_file):
     """name -> artifacts folder of a zoo model, exported once per session."""
-    from export.pipeline import export_model
-
     cache: dict[str, Path] = {}
 
     def get(name: str) -> Path:
         if name not in cache:
-            cache[name] = tmp_path_factory.mktemp(f"zoo_{name}") / "artifacts"
-            export_model(zoo_model_file(name), cache[name])
+            cache[name] = preexported(name) or export_to(zoo_model_file(name), tmp_path_factory.mktemp(f"zoo_{name}"))
         return cache[name]
 
     return get
+
+
+def export_to(model_file: Path, folder: Path) -> Path:
+    from export.pipeline import export_model
+
+    export_model(model_file, folder / "artifacts")
+    return folder / "artifacts"

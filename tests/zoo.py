@@ -36,6 +36,36 @@ def rgb_small():
     ], name="rgb_small")
 
 
+def resnet_style(widths=(16, 32, 64, 128), blocks: int = 2):
+    """ResNet-18 layout, narrow (about 0.7 M parameters): 64x64 RGB, BatchNorm, residual Add, 10 classes.
+
+    Larger and deeper than the other zoo models (20 convolutions); not in ZOO, so CI does not train it:
+    benchmarks/gpu.py exports it to measure GPU against CPU on a realistic depth.
+    """
+    import keras
+    from keras import layers
+
+    def conv_bn(x, filters, stride, name, relu=True):
+        x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=name)(x)
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+    inp = keras.Input((64, 64, 3), name="pixels")
+    x = conv_bn(inp, widths[0], 1, "stem")
+    for stage, filters in enumerate(widths):
+        for block in range(blocks):
+            stride = 2 if stage and not block else 1
+            name = f"s{stage}b{block}"
+            y = conv_bn(x, filters, stride, f"{name}_a")
+            y = conv_bn(y, filters, 1, f"{name}_b", relu=False)
+            if stride != 1 or x.shape[-1] != filters:
+                x = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x)
+            x = layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([x, y]))
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    out = layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name="resnet_style")
+
+
 def digits_as(shape, x: np.ndarray) -> np.ndarray:
     """MNIST digits [N,28,28] resized (nearest) and repeated to [N,H,W,C] floats in [0,1]."""
     h, w, c = shape

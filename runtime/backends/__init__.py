@@ -43,7 +43,12 @@ def runner_class(backend: str):
 
 
 def gpu_missing(backend: str) -> str | None:
-    """Why a backend cannot use a GPU here, or None when it can: the reason GPU tests skip with."""
+    """Why a backend cannot use a GPU here, or None when it can: the reason GPU tests skip with.
+
+    A backend that is not installed has no GPU either; unknown backends still raise.
+    """
+    if backend in BACKENDS and backend not in installed_backends():
+        return f"backend {backend!r} is not installed (needs the {BACKENDS[backend][2]!r} package)"
     return runner_class(backend).gpu_missing()
 
 

@@ -1,6 +1,7 @@
 """onnxruntime backend: model.onnx on the CPU or the CUDA execution provider."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from ..manifest import INPUT_NAME, ONNX_FILE, Manifest
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+GPU_FIX = ("to use a GPU, install `featuremaps[gpu]` (onnxruntime-gpu) in place of `featuremaps[onnx]`, an NVIDIA "
+           "driver (`nvidia-smi` must list the GPU) and the CUDA and cuDNN libraries that onnxruntime-gpu "
+           "was built for (`pip install \"onnxruntime-gpu[cuda,cudnn]\"` brings them)")
 
 
 def session_options(threads: int | None = None, optimization: str = "all") -> ort.SessionOptions:
@@ -43,29 +47,62 @@ def session_options(threads: int | None = None, optimization: str = "all") -> or
     return opts
 
 
+@functools.cache
+def preload_cuda_libraries() -> None:
+    """Load pip-installed CUDA and cuDNN (the nvidia-* packages), which the loader does not search.
+
+    Harmless where they come with the system; onnxruntime-gpu before 1.21 lacks preload_dlls.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        preload()
+
+
+def _loads_on_cpu(path: Path) -> bool:
+    """Whether the graph itself is sound: tells a CUDA start failure from an unreadable model."""
+    try:
+        ort.InferenceSession(os.fspath(path), providers=[CPU])
+    except Exception:
+        return False
+    return True
+
+
 class OnnxRunner:
     name = "onnx"
     files = (ONNX_FILE,)  # what it loads: the only artifacts whose sha256 must be checked
 
     def __init__(self, folder: Path, manifest: Manifest, device: str, threads: int | None = None,
-                 optimization: str = "all", session_options: ort.SessionOptions | None = None):
+                 optimization: str = "all", session_options: ort.SessionOptions | None = None,
+                 cuda_options: dict | None = None):
         path = Path(folder) / ONNX_FILE
         if session_options is not None and (threads is not None or optimization != "all"):
             raise BackendError("pass either session_options or threads/optimization, not both: "
                                "set them on your SessionOptions")
+        if cuda_options is not None and not isinstance(cuda_options, dict):
+            raise BackendError(f"cuda_options must be a dict of {CUDA} options, e.g. {{'use_tf32': 0}}; "
+                               f"got {cuda_options!r}")
         opts = session_options or globals()["session_options"](threads, optimization)
-        wanted = [CUDA, CPU] if device == "gpu" else [CPU]
+        if device == "gpu":
+            if reason := self.gpu_missing():
+                raise DeviceError(f"device 'gpu' asked for, but {reason}")
+            preload_cuda_libraries()
+            wanted = [(CUDA, cuda_options or {}), CPU]
+        else:
+            wanted = [CPU]
         try:
-            self.session = ort.InferenceSession(os.fspath(path), opts, providers=wanted)
-        except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable graphs
-            raise ArtifactError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
+            # enable_fallback=0: a CUDA provider that fails to start raises (with onnxruntime's reason)
+            # instead of being replaced by the CPU with a message on stdout.
+            self.session = ort.InferenceSession(os.fspath(path), opts, providers=wanted, enable_fallback=0)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            reason = str(exc).splitlines()[0]
+            if device == "gpu" and _loads_on_cpu(path):
+                raise DeviceError(f"device 'gpu' asked for, but onnxruntime could not start {CUDA}: {reason}; "
+                                  f"{GPU_FIX}") from None
+            raise ArtifactError(f"onnxruntime cannot load {path}: {reason}") from None
         self.providers = self.session.get_providers()
-        # onnxruntime falls back to CPU silently when CUDA cannot start: check what it took.
+        # Never serve a 'gpu' session that onnxruntime quietly moved to the CPU.
         if device == "gpu" and self.providers[0] != CUDA:
-            raise DeviceError(
-                f"device 'gpu' asked for, but onnxruntime could not start {CUDA} and took {self.providers}; "
-                f"available providers: {ort.get_available_providers()}"
-            )
+            raise DeviceError(f"device 'gpu' asked for, but onnxruntime took {self.providers}; {GPU_FIX}")
         self.device = device
         names = [o.name for o in self.session.get_outputs()]
         if [i.name for i in self.session.get_inputs()] != [INPUT_NAME] or set(names) != set(manifest.output_names):
@@ -74,7 +111,10 @@ class OnnxRunner:
     @staticmethod
     def gpu_missing() -> str | None:
         available = ort.get_available_providers()
-        return None if CUDA in available else f"onnxruntime has no {CUDA} (providers: {available})"
+        if CUDA in available:
+            return None
+        return (f"the installed onnxruntime {ort.__version__} has no {CUDA} (available providers: {available}): it is the "
+                f"CPU build; {GPU_FIX}")
 
     @classmethod
     def devices(cls) -> list[str]:

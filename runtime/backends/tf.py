@@ -20,7 +20,7 @@ class TFRunner:
 
     def __init__(self, folder: Path, manifest: Manifest, device: str, threads: int | None = None):
         if device == "gpu" and not tf.config.list_physical_devices("GPU"):
-            raise DeviceError(f"device 'gpu' asked for, but TensorFlow sees none; available: {self.devices()}")
+            raise DeviceError(f"device 'gpu' asked for, but {self.gpu_missing()}; available: {self.devices()}")
         self.device = device
         self._tf_device = "/GPU:0" if device == "gpu" else "/CPU:0"
         if threads:
@@ -41,7 +41,10 @@ class TFRunner:
 
     @staticmethod
     def gpu_missing() -> str | None:
-        return None if tf.config.list_physical_devices("GPU") else "TensorFlow sees no GPU physical device"
+        if tf.config.list_physical_devices("GPU"):
+            return None
+        return ("TensorFlow sees no GPU physical device; to use one, install TensorFlow with CUDA "
+                "(`pip install \"tensorflow[and-cuda]\"`, Linux) and an NVIDIA driver (`nvidia-smi` must list the GPU)")
 
     @classmethod
     def devices(cls) -> list[str]:

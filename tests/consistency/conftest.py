@@ -7,6 +7,7 @@ CI logs show the measured errors even when everything passes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,18 @@ class Case:
     """One model: its original Keras file and exported artifacts, with the images it is tested on."""
 
     name: str
-    model_file: Path
+    model_file: Path | None  # None for pre-exported artifacts (no Keras comparison possible)
     artifacts: Path
     manifest: object  # runtime.Manifest
     images: np.ndarray  # float32 [N, H, W, C], already preprocessed
     source: str
-    keras_model: object  # keras.Model with dict outputs named as in the manifest
+
+    @cached_property
+    def keras_model(self):
+        """keras.Model with dict outputs named as in the manifest; built on first use (needs TensorFlow)."""
+        if self.model_file is None:
+            pytest.skip(f"{self.name}: artifacts were pre-exported, the Keras original is not here")
+        return keras_feature_model(self.model_file, self.manifest)
 
     @property
     def probabilities(self) -> str:
@@ -72,7 +79,8 @@ def consistency_digits(request, digits):
 
 
 @pytest.fixture(scope="session")
-def consistency_case(reference_model_path, reference_artifacts, zoo_model_file, zoo_artifacts, consistency_digits):
+def consistency_case(request, reference_artifacts, zoo_model_file, zoo_artifacts, consistency_digits,
+                     preexported_artifacts):
     """name -> Case, built once per session."""
     from runtime import read_manifest
     from runtime.preprocess import to_batch
@@ -82,8 +90,10 @@ def consistency_case(reference_model_path, reference_artifacts, zoo_model_file, 
 
     def get(name: str) -> Case:
         if name not in cache:
-            if name == "reference":
-                model_file, folder = reference_model_path, reference_artifacts
+            if given := preexported_artifacts(name):
+                model_file, folder = None, given
+            elif name == "reference":
+                model_file, folder = request.getfixturevalue("reference_model_path"), reference_artifacts
             else:
                 model_file, folder = zoo_model_file(name), zoo_artifacts(name)
             manifest = read_manifest(folder)
@@ -94,8 +104,7 @@ def consistency_case(reference_model_path, reference_artifacts, zoo_model_file, 
             else:
                 images = digits_as(shape, x)
                 source += f" resized to {'x'.join(map(str, shape))}"
-            cache[name] = Case(name, Path(model_file), Path(folder), manifest, images, source,
-                               keras_feature_model(model_file, manifest))
+            cache[name] = Case(name, model_file and Path(model_file), Path(folder), manifest, images, source)
         return cache[name]
 
     return get

@@ -63,6 +63,7 @@ def export_all(out: Path) -> None:
 def machine() -> dict:
     """The GPU (nvidia-smi), the CPU and the library versions the numbers depend on."""
     import onnxruntime as ort
+    from onnxruntime.capi import build_and_package_info as build
 
     try:
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
@@ -72,7 +73,7 @@ def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return {"gpu": gpu, "cpu": cpu, "cpu_cores": len(os.sched_getaffinity(0)), "onnxruntime": ort.__version__,
-            "cuda": ort.get_build_info(), "python": platform.python_version(), "numpy": np.__version__,
+            "cuda": f"CUDA {getattr(build, 'cuda_version', '?')} build", "python": platform.python_version(), "numpy": np.__version__,
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 

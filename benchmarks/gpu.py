@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from runtime.atomic import atomic_write
 from runtime.errors import ArgumentParser, run_cli
 
 MODELS = ["reference", "functional_bn", "rgb_small", "resnet_style"]
@@ -47,7 +48,7 @@ def export_all(out: Path) -> None:
 
     builders = {**ZOO, "resnet_style": resnet_style}
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=out, prefix=".models-") as tmp:  # trained .keras files, removed after
         for name in MODELS:
             if name == "reference":
                 model_file = REFERENCE_MODEL
@@ -73,7 +74,8 @@ def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return {"gpu": gpu, "cpu": cpu, "cpu_cores": len(os.sched_getaffinity(0)), "onnxruntime": ort.__version__,
-            "cuda": f"CUDA {getattr(build, 'cuda_version', '?')} build", "python": platform.python_version(), "numpy": np.__version__,
+            "cuda": f"CUDA {getattr(build, 'cuda_version', '?')} build", "python": platform.python_version(),
+            "numpy": np.__version__,
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
@@ -157,7 +159,8 @@ def approaches(folder: Path) -> dict[str, Callable[[np.ndarray], Callable[[], ob
         "bare onnxruntime session, CUDA (outputs to numpy)": lambda x: lambda: session.run(None, {"image": x}),
         "bare session, IOBinding: input from host, outputs kept on GPU": lambda x: bound(x, False),
         "bare session, IOBinding: input and outputs on GPU": lambda x: bound(x, True),
-        f"runtime, onnx backend, CPU ({len(os.sched_getaffinity(0))} cores, outputs to numpy)": lambda x: lambda: cpu.run(x),
+        f"runtime, onnx backend, CPU ({len(os.sched_getaffinity(0))} cores, outputs to numpy)":
+            lambda x: lambda: cpu.run(x),
     }
 
 
@@ -174,7 +177,9 @@ def speeds(folder: Path, x: np.ndarray) -> dict:
     return found
 
 
-KEEP, COPY = "bare session, IOBinding: input from host, outputs kept on GPU", "bare onnxruntime session, CUDA (outputs to numpy)"
+# The two rows whose ratio is the device-to-host copy's share of a call.
+KEEP = "bare session, IOBinding: input from host, outputs kept on GPU"
+COPY = "bare onnxruntime session, CUDA (outputs to numpy)"
 
 
 def markdown(result: dict) -> str:
@@ -220,7 +225,8 @@ def measure(folder: Path, json_out: Path | None) -> dict:
     print("speed: reference", flush=True)
     result["speed"] = speeds(folder / "reference", x)
     if json_out:
-        json_out.write_text(json.dumps(result, indent=1))
+        with atomic_write(json_out, "w") as f:
+            json.dump(result, f, indent=1)
     print(markdown(result))
     return result
 

@@ -29,7 +29,8 @@ def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu
             and dtype are always checked). False saves a few microseconds per call for callers
             that produce the input themselves; bad values then give garbage, not an error.
         options: backend options, e.g. threads=N; for onnx also optimization="all"|"extended"|
-            "basic"|"disable" or session_options=onnxruntime.SessionOptions().
+            "basic"|"disable" or session_options=onnxruntime.SessionOptions(), and cuda_options={...}
+            for the CUDA provider on the GPU (default {"use_tf32": 0}: float32, not TF32).
 
     Raises:
         ArtifactError: missing, tampered or unreadable artifacts, or an unknown schema version.
@@ -83,7 +84,8 @@ def resolve_device(device: str, backend: str, available: list[str], why: str | N
         return "gpu" if "gpu" in available else "cpu"
     if device not in available:
         because = f": {why}" if why else ""
-        raise DeviceError(f"device {device!r} asked for backend {backend!r}, but it has only {available} here{because}")
+        raise DeviceError(f"device {device!r} asked for backend {backend!r}, but it has only {available} "
+                          f"here{because}")
     return device
 
 

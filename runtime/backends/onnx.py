@@ -117,8 +117,8 @@ class OnnxRunner:
         available = ort.get_available_providers()
         if CUDA in available:
             return None
-        return (f"the installed onnxruntime {ort.__version__} has no {CUDA} (available providers: {available}): it is the "
-                f"CPU build; {GPU_FIX}")
+        return (f"the installed onnxruntime {ort.__version__} is a build without {CUDA} (available providers: "
+                f"{available}); {GPU_FIX}")
 
     @classmethod
     def devices(cls) -> list[str]:

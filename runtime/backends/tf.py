@@ -19,10 +19,11 @@ class TFRunner:
     files = (SAVED_MODEL_DIR,)
 
     def __init__(self, folder: Path, manifest: Manifest, device: str, threads: int | None = None):
-        if device == "gpu" and not tf.config.list_physical_devices("GPU"):
-            raise DeviceError(f"device 'gpu' asked for, but {self.gpu_missing()}; available: {self.devices()}")
         if device == "gpu":
-            # float32, not TF32, as the onnx backend: GPU_TOLERANCE holds for both (TensorFlow-wide setting).
+            if reason := self.gpu_missing():
+                raise DeviceError(f"device 'gpu' asked for, but {reason}; available: {self.devices()}")
+            # float32, not TF32, as the onnx backend, so that GPU_TOLERANCE holds for both. TensorFlow-wide
+            # setting; unverified on a GPU (none with TensorFlow was at hand).
             tf.config.experimental.enable_tensor_float_32_execution(False)
         self.device = device
         self._tf_device = "/GPU:0" if device == "gpu" else "/CPU:0"

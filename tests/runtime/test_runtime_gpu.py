@@ -25,7 +25,7 @@ def test_no_gpu_error_says_why_and_how_to_fix_it(reference_artifacts):
         runtime.load(reference_artifacts, device="gpu")
     message = str(error.value)
     assert "has only ['cpu'] here: the installed onnxruntime" in message
-    assert "has no CUDAExecutionProvider (available providers: [" in message
+    assert "is a build without CUDAExecutionProvider (available providers: [" in message
     assert "install `featuremaps[gpu]` (onnxruntime-gpu) in place of `featuremaps[onnx]`" in message
     assert "NVIDIA driver (`nvidia-smi` must list the GPU)" in message and "cuDNN" in message
 
@@ -57,8 +57,9 @@ def test_auto_takes_the_cpu_when_cuda_cannot_start(reference_artifacts, cuda):
         assert model.device == "cpu" and model.providers == ["CPUExecutionProvider"]
 
 
-@pytest.mark.parametrize("options,tolerance", [({}, GPU_TOLERANCE), ({"use_tf32": 0}, GPU_TOLERANCE),
-                                               ({"use_tf32": 1}, TF32_TOLERANCE)], ids=["default", "fp32", "tensorfloat32"])
+@pytest.mark.parametrize("options,tolerance",
+                         [({}, GPU_TOLERANCE), ({"use_tf32": 0}, GPU_TOLERANCE), ({"use_tf32": 1}, TF32_TOLERANCE)],
+                         ids=["default", "fp32", "tensorfloat32"])
 def test_tensorfloat32_off_by_default_and_on_when_asked(reference_artifacts, cuda, loaded, digits, options, tolerance):
     x = digits[0]
     with runtime.load(reference_artifacts, device="gpu", cuda_options=options) as model:

@@ -3,6 +3,8 @@
     python -m runtime info ARTIFACTS [--backend onnx|tf]
     python -m runtime run ARTIFACTS --input FILE [FILE ...] --out acts.npz
         [--key NAME] [--backend onnx|tf] [--device cpu|gpu|auto] [--outputs a,b] [--batch-size N]
+    python -m runtime serve ARTIFACTS [--host H] [--port P] ...      (runtime/serve/command.py)
+    python -m runtime triton ARTIFACTS --out model_repository/ ...   (runtime/triton.py)
 
 Errors (project errors and bad arguments) are one line on stderr starting with "error:",
 exit code 2, no traceback. Nothing here imports TensorFlow unless the TF backend is used
@@ -33,6 +35,8 @@ from .errors import ArgumentParser, ArtifactError, DataError, comma_list
 from .hashing import sha256_file
 from .manifest import InputSpec, Manifest, read_manifest, verify_files_against
 from .preprocess import is_batch
+from .serve.command import add_serve_parser
+from .triton import add_triton_parser
 
 ARRAY_SUFFIXES = (".npz", ".npy")
 DEFAULT_KEY = "x_test"  # Keras' mnist.npz and the shipped digits name their test images so
@@ -41,7 +45,7 @@ GLOB_CHARS = "*?["
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m runtime", description="Inspect exported artifacts and extract their feature maps.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{info,run}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{info,run,serve,triton}")
     backends = sorted(BACKENDS)
 
     info = sub.add_parser("info", help="describe an artifacts folder and the backends and devices available here",
@@ -69,6 +73,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     run.add_argument("--compress", action="store_true", help="deflate the .npz (slower; ReLU maps shrink a lot)")
     run.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     run.set_defaults(func=cmd_run)
+    add_serve_parser(sub)  # runtime/serve/command.py
+    add_triton_parser(sub)  # runtime/triton.py
     return p.parse_args(argv)
 
 

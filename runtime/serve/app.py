@@ -1,0 +1,179 @@
+"""The ASGI app (Starlette): Open Inference Protocol v2 endpoints, the explorer's samples, the static page.
+
+    GET  /v2/health/live, /v2/health/ready        200 when serving
+    GET  /v2                                      server metadata
+    GET  /v2/models/NAME[/versions/1]             model metadata
+    GET  /v2/models/NAME[/versions/1]/ready       200 when the model is ready
+    GET  /v2/models/NAME[/versions/1]/stats       Triton statistics: inference_count / execution_count
+    POST /v2/models/NAME[/versions/1]/infer       JSON tensors or the binary tensor data extension
+    GET  /explorer/samples                        the shipped test digits, for 28x28x1 models
+    GET  /                                        runtime/serve/static/ (index.html)
+
+Every error is a 4xx (5xx for a server fault) with {"error": "..."}.
+"""
+from __future__ import annotations
+
+import contextlib
+from importlib import metadata
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..api import Model
+from ..errors import InputError
+from ..preprocess import to_batch
+from .batcher import Batcher
+from .protocol import HEADER_LENGTH, encode_infer, model_metadata, parse_infer
+
+STATIC = Path(__file__).parent / "static"
+VERSION = "1"
+PLATFORMS = {"onnx": "onnxruntime_onnx", "tf": "tensorflow_savedmodel"}
+# JSON spells a float32 in at most about 24 characters: no useful request is larger than this
+# many bytes per input value (plus room for the JSON around it).
+BYTES_PER_VALUE, BODY_SLACK = 24, 64 * 1024
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def request_limit(model: Model, max_batch: int) -> int:
+    """The largest request body accepted: max_batch images spelled out as JSON."""
+    h, w, c = model.input_spec.image_shape
+    return BODY_SLACK + max_batch * h * w * c * BYTES_PER_VALUE
+
+
+def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float = 0.0) -> Starlette:
+    """An ASGI app serving `model` as `name`; its lifespan starts and stops the batching worker."""
+    limit = request_limit(model, max_batch)
+    state: dict = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        state["batcher"] = Batcher(model, max_batch, max_delay_ms)
+        try:
+            yield
+        finally:  # after uvicorn has finished the requests in flight
+            state.pop("batcher").close()
+
+    def ready() -> bool:
+        return "batcher" in state
+
+    def check_model(request: Request) -> None:
+        given, version = request.path_params["model"], request.path_params.get("version", VERSION)
+        if given != name:
+            raise HTTPException(404, f"unknown model {given!r}; this server has {name!r}")
+        if version != VERSION:
+            raise HTTPException(404, f"unknown version {version!r} of model {name!r}; available: [{VERSION!r}]")
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({})
+
+    async def health_ready(request: Request) -> Response:
+        return JSONResponse({}) if ready() else _error(503, "not ready")
+
+    async def server_metadata(request: Request) -> Response:
+        return JSONResponse({"name": "featuremaps", "version": _version(),
+                             "extensions": ["binary_tensor_data", "statistics"]})
+
+    async def model_meta(request: Request) -> Response:
+        check_model(request)
+        return JSONResponse(model_metadata(model.manifest, name, PLATFORMS.get(model.backend, model.backend)))
+
+    async def model_ready(request: Request) -> Response:
+        check_model(request)
+        return JSONResponse({}) if ready() else _error(503, f"model {name!r} is not ready")
+
+    async def stats(request: Request) -> Response:
+        check_model(request)
+        s = state["batcher"].stats if ready() else None
+        return JSONResponse({"model_stats": [{
+            "name": name, "version": VERSION, "inference_count": s.images if s else 0,
+            "execution_count": s.batches if s else 0, "request_count": s.requests if s else 0}]})
+
+    async def infer(request: Request) -> Response:
+        check_model(request)
+        if not ready():
+            return _error(503, "the server is shutting down")
+        body = await _read_body(request, limit)
+        parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), model.manifest)
+        batch = to_batch(parsed.images, model.input_spec)  # NaN/inf and value range
+        results = await state["batcher"].run(batch, parsed.outputs)
+        chunks, headers = encode_infer(parsed, name, results)
+        return Response(b"".join(chunks), headers=headers)
+
+    samples = _samples(model)
+
+    async def explorer_samples(request: Request) -> Response:
+        return JSONResponse(samples)
+
+    model_routes = []
+    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        model_routes += [Route(prefix, model_meta), Route(prefix + "/ready", model_ready),
+                         Route(prefix + "/stats", stats), Route(prefix + "/infer", infer, methods=["POST"])]
+    routes = [
+        Route("/v2/health/live", live), Route("/v2/health/ready", health_ready), Route("/v2", server_metadata),
+        *model_routes, Route("/explorer/samples", explorer_samples),
+        Mount("/", StaticFiles(directory=STATIC, html=True)),
+    ]
+    handlers = {InputError: _bad_request, HTTPException: _http_error, _TooLarge: _too_large,
+                ClientDisconnect: _disconnected}
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it is known to exceed limit: never buffered past it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(int(declared), limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _bad_request(request: Request, exc: InputError) -> Response:
+    return _error(400, " ".join(str(exc).split()))
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    return _error(exc.status_code, str(exc.detail))
+
+
+async def _too_large(request: Request, exc: _TooLarge) -> Response:
+    size, limit = exc.args
+    return _error(413, f"request body of {size}+ bytes exceeds this server's limit of {limit} bytes "
+                       "(--max-batch images spelled out as JSON)")
+
+
+async def _disconnected(request: Request, exc: ClientDisconnect) -> Response:
+    return _error(400, "client disconnected before sending the whole request")  # nobody reads it
+
+
+def _samples(model: Model) -> list[dict]:
+    """The shipped MNIST test digits as {"label", "pixels" (28 rows of 28 uint8)}, for 28x28x1 models."""
+    if model.input_spec.image_shape != (28, 28, 1):
+        return []
+    from ..mnist import shipped_digits
+
+    x, y = shipped_digits()
+    return [{"index": i, "label": int(label), "pixels": image.tolist()} for i, (image, label) in enumerate(zip(x, y))]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("featuremaps")
+    except metadata.PackageNotFoundError:
+        return "unknown"

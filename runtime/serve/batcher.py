@@ -1,0 +1,133 @@
+"""Dynamic batching: requests that arrive together run as one batch in a worker thread, then split back.
+
+The worker takes every request already queued (up to max_batch images), waits at most
+max_delay for more while the batch is not full, runs the model once, and hands each request
+its own rows. With max_delay 0 (Triton's default too), batches still form under load: requests
+queue up while the previous batch runs.
+"""
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..api import Model
+from ..errors import InputError
+
+
+@dataclass
+class _Job:
+    batch: np.ndarray  # float32 [n, H, W, C], already checked by to_batch
+    names: list[str]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass
+class BatchStats:
+    """What the worker ran (served as Triton's statistics: inference_count / execution_count)."""
+
+    batches: int = 0
+    images: int = 0
+    requests: int = 0
+
+    def add(self, images: int, requests: int) -> None:
+        self.batches += 1
+        self.images += images
+        self.requests += requests
+
+    @property
+    def mean_batch(self) -> float:
+        return self.images / self.batches if self.batches else 0.0
+
+
+_STOP = object()
+
+
+class Batcher:
+    """Merges concurrent requests into batches of at most max_batch images, run in one worker thread."""
+
+    def __init__(self, model: Model, max_batch: int = 64, max_delay_ms: float = 0.0):
+        if max_batch < 1 or max_delay_ms < 0:
+            raise InputError(f"max_batch must be >= 1 and max_delay_ms >= 0; got {max_batch}, {max_delay_ms}")
+        self.model, self.max_batch, self.max_delay = model, max_batch, max_delay_ms / 1000.0
+        self.stats = BatchStats()
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="featuremaps-batcher", daemon=True)
+        self._thread.start()
+
+    async def run(self, batch: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """The model's outputs `names` for this batch, computed together with whatever else is queued.
+
+        Raises:
+            InputError: more images than max_batch, or the batcher is closed.
+        """
+        if len(batch) > self.max_batch:
+            raise InputError(f"a request holds {len(batch)} images; this server takes at most {self.max_batch} "
+                             "per request (--max-batch)")
+        if self._closed:
+            raise InputError("the server is shutting down")
+        loop = asyncio.get_running_loop()
+        job = _Job(batch, names, loop.create_future(), loop)
+        self._queue.put(job)
+        return await job.future
+
+    def close(self) -> None:
+        """Finish the queued requests, then stop the worker."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def _work(self) -> None:
+        carry = None
+        while True:
+            first = carry if carry is not None else self._queue.get()
+            carry = None
+            if first is _STOP:
+                return
+            jobs, count = [first], len(first.batch)
+            deadline = time.monotonic() + self.max_delay
+            while count < self.max_batch:
+                try:
+                    wait = deadline - time.monotonic()
+                    job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP or count + len(job.batch) > self.max_batch:
+                    carry = job  # runs first in the next batch (or stops the worker after this one)
+                    break
+                jobs.append(job)
+                count += len(job.batch)
+            self._run(jobs, count)
+
+    def _run(self, jobs: list[_Job], count: int) -> None:
+        names = list(dict.fromkeys(n for job in jobs for n in job.names))
+        try:
+            batch = jobs[0].batch if len(jobs) == 1 else np.concatenate([job.batch for job in jobs])
+            results = self.model._infer(batch, names)
+        except Exception as exc:  # delivered to every waiting request, never kills the worker
+            for job in jobs:
+                job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
+            return
+        self.stats.add(count, len(jobs))
+        start = 0
+        for job in jobs:
+            stop = start + len(job.batch)
+            part = {n: results[n][start:stop] for n in job.names}
+            job.loop.call_soon_threadsafe(_settle, job.future, part, None)
+            start = stop
+
+
+def _settle(future: asyncio.Future, result, exc) -> None:
+    if future.done():  # the request was cancelled (client gone)
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -1,0 +1,89 @@
+"""`python -m runtime serve ARTIFACTS`: serve the artifacts over the Open Inference Protocol v2 with uvicorn.
+
+Binds 127.0.0.1 by default. SIGINT and SIGTERM stop accepting connections, finish the requests
+in flight, stop the batching worker and close the model.
+"""
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from pathlib import Path
+
+from ..api import DEVICES, load
+from ..backends import BACKENDS
+from ..errors import UsageError
+from ..manifest import Manifest
+from ..paths import safe_name
+
+GRACEFUL_SHUTDOWN_S = 30  # how long in-flight requests may take to finish after SIGINT/SIGTERM
+
+
+def add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve feature maps over the Open Inference Protocol v2 (KServe, Triton clients)",
+                       description="Serve the artifacts over HTTP with the Open Inference Protocol v2 and dynamic "
+                                   "batching. Needs the [serve] extra.")
+    p.add_argument("artifacts", type=Path, help="folder written by `python -m export`")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 picks a free one)")
+    p.add_argument("--name", help="model name in the URLs (default: the model's name in the manifest)")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default="onnx", help="default: onnx")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="default: cpu; gpu is an error where none is usable")
+    p.add_argument("--max-batch", type=int, default=64,
+                   help="most images run together, and most per request (default: 64)")
+    p.add_argument("--max-delay-ms", type=float, default=0.0,
+                   help="how long a batch that is not full waits for more requests (default: 0, as Triton: "
+                        "batches still form from requests that queue while the model runs)")
+    p.set_defaults(func=cmd_serve)
+
+
+def model_name(manifest: Manifest, name: str | None = None) -> str:
+    """The name a model is served under: `name`, else the source model's name in the manifest."""
+    chosen = name or manifest.source_model.get("name") or "model"
+    try:
+        return safe_name(chosen, "model name")
+    except Exception as exc:
+        raise UsageError(f"{exc}; pass --name") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.max_batch < 1 or args.max_delay_ms < 0 or not 0 <= args.port <= 65535:
+        raise UsageError(f"expected --max-batch >= 1, --max-delay-ms >= 0 and --port 0..65535; got "
+                         f"{args.max_batch}, {args.max_delay_ms:g}, {args.port}")
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as exc:
+        raise UsageError(f"`serve` needs the [serve] extra ({exc}); install it with "
+                         "`pip install 'featuremaps[serve]'`") from None
+    sock = _listen(args.host, args.port)
+    with sock, load(args.artifacts, backend=args.backend, device=args.device) as model:
+        name = model_name(model.manifest, args.name)
+        app = create_app(model, name, args.max_batch, args.max_delay_ms)
+        host, port = sock.getsockname()[:2]
+        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                                server_header=False)
+        print(f"serving model {name!r} ({model.backend} on {model.device}, max batch {args.max_batch}, "
+              f"max delay {args.max_delay_ms:g} ms) at {url}/v2/models/{name}", flush=True)
+        uvicorn.Server(config).run(sockets=[sock])
+    print("server stopped", file=sys.stderr)
+    return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound socket (made here so that --port 0 can report the port it got)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UsageError(f"cannot resolve --host {host!r}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # before the URL is printed: clients may connect at once
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock

@@ -39,7 +39,7 @@ def add_serve_parser(sub) -> None:
 
 def model_name(manifest: Manifest, name: str | None = None) -> str:
     """The name a model is served under: `name`, else the source model's name in the manifest."""
-    chosen = name or manifest.source_model.get("name") or "model"
+    chosen = name if name is not None else manifest.source_model.get("name") or "model"
     try:
         return safe_name(chosen, "model name")
     except Exception as exc:

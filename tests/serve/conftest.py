@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,9 +23,10 @@ class Server:
     """`python -m runtime serve ARTIFACTS --port 0 ARGS...`; .url once it listens; .stop() ends it with a signal."""
 
     def __init__(self, artifacts: Path, *args: str):
+        self._stderr = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty server never blocks
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runtime", "serve", str(artifacts), "--port", "0", *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: lines.put(self.proc.stdout.readline()), daemon=True).start()
         try:
@@ -34,7 +36,8 @@ class Server:
         match = re.search(r"at (http://127\.0\.0\.1:\d+)/v2/models/(\S+)", self.banner)
         if not match:
             self.proc.kill()
-            pytest.fail(f"server did not start: {self.banner!r} {self.proc.communicate()[1][-2000:]}")
+            self.proc.wait()
+            pytest.fail(f"server did not start: {self.banner!r} {self.stderr()[-2000:]}")
         self.url, self.name = match.group(1), match.group(2)
         self.host_port = self.url.removeprefix("http://")
 
@@ -43,12 +46,18 @@ class Server:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
         try:
-            _, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
+            self.proc.wait()
             pytest.fail(f"server did not stop within {timeout} s after signal {sig}")
-        return self.proc.returncode, err
+        finally:
+            self.proc.stdout.close()
+        return self.proc.returncode, self.stderr()
+
+    def stderr(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read()
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +65,8 @@ def server(reference_artifacts):
     """The reference CNN served with --max-batch 16 (default delay 0)."""
     srv = Server(reference_artifacts, "--max-batch", str(MAX_BATCH))
     yield srv
-    srv.stop()
+    code, err = srv.stop()
+    assert code == 143 and "Traceback" not in err, err[-3000:]  # no request ever raised inside the server
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 
 from runtime.cli import main
 from runtime.errors import run_cli
-from conftest import ROOT  # tests/serve/conftest.py
+from serving import ROOT  # tests/serving.py
 
 
 @pytest.mark.parametrize("args, words", [

@@ -10,7 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from conftest import Server  # tests/serve/conftest.py
+from serving import Server  # tests/serving.py
 
 from runtime.preprocess import to_batch
 

@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from conftest import MAX_BATCH  # tests/serve/conftest.py
+from serving import MAX_BATCH  # tests/serving.py
 from tritonclient.utils import InferenceServerException
 
 

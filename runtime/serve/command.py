@@ -34,6 +34,9 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--max-delay-ms", type=float, default=0.0,
                    help="how long a batch that is not full waits for more requests (default: 0, as Triton: "
                         "batches still form from requests that queue while the model runs)")
+    p.add_argument("--threads", type=int,
+                   help="onnxruntime intra-op threads (default: 1, so that the model's threads never spin "
+                        "against the HTTP event loop; more pays off only for large batches on many cores)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -58,7 +61,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"`serve` needs the [serve] extra ({exc}); install it with "
                          "`pip install 'featuremaps[serve]'`") from None
     sock = _listen(args.host, args.port)
-    with sock, load(args.artifacts, backend=args.backend, device=args.device) as model:
+    default = 1 if args.backend == "onnx" else None
+    options = {"threads": default if args.threads is None else args.threads}
+    with sock, load(args.artifacts, backend=args.backend, device=args.device, **options) as model:
         name = model_name(model.manifest, args.name)
         app = create_app(model, name, args.max_batch, args.max_delay_ms)
         host, port = sock.getsockname()[:2]

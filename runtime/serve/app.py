@@ -122,7 +122,7 @@ def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float
         Mount("/", StaticFiles(directory=STATIC, html=True)),
     ]
     handlers = {InputError: _bad_request, HTTPException: _http_error, _TooLarge: _too_large,
-                ClientDisconnect: _disconnected}
+                ClientDisconnect: _disconnected, Exception: _server_fault}
     return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
 
 
@@ -160,6 +160,11 @@ async def _too_large(request: Request, exc: _TooLarge) -> Response:
 
 async def _disconnected(request: Request, exc: ClientDisconnect) -> Response:
     return _error(400, "client disconnected before sending the whole request")  # nobody reads it
+
+
+async def _server_fault(request: Request, exc: Exception) -> Response:
+    # A bug or a backend failure: the client gets the protocol's error form; uvicorn logs the traceback.
+    return _error(500, f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}")
 
 
 def _samples(model: Model) -> list[dict]:

@@ -110,7 +110,7 @@ class Batcher:
         names = list(dict.fromkeys(n for job in jobs for n in job.names))
         try:
             batch = jobs[0].batch if len(jobs) == 1 else np.concatenate([job.batch for job in jobs])
-            results = self.model._infer(batch, names)
+            results = self.model.run(batch, names)  # re-checks the merged batch: microseconds
         except Exception as exc:  # delivered to every waiting request, never kills the worker
             for job in jobs:
                 job.loop.call_soon_threadsafe(_settle, job.future, None, exc)

@@ -147,3 +147,18 @@ def test_signal_finishes_requests_in_flight(reference_artifacts, reference_model
     assert "error" not in answer, answer.get("error")
     assert np.array_equal(answer["result"].as_numpy("dense_1"), reference_model.run(digits[0][:1])["dense_1"])
     assert code == (143 if sig == signal.SIGTERM else 130) and "Traceback" not in err
+
+
+def test_tf_backend_serves_the_same_maps(reference_artifacts, reference_model, digits):
+    """--backend tf: same protocol; its maps agree with onnx's within the project's tolerance."""
+    from runtime.compare import compare_outputs, failures
+
+    srv = Server(reference_artifacts, "--backend", "tf")
+    try:
+        c = client(srv)
+        assert c.get_model_metadata(srv.name)["platform"] == "tensorflow_savedmodel"
+        result = infer_binary(c, srv.name, digits[0][:4, :, :, None])
+        expected = reference_model.run(digits[0][:4])
+        assert failures(compare_outputs({n: result.as_numpy(n) for n in expected}, expected)) == []
+    finally:
+        srv.stop()

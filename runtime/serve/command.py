@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import sys
 from pathlib import Path
 
 from ..api import DEVICES, load
@@ -68,12 +67,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(model, name, args.max_batch, args.max_delay_ms)
         host, port = sock.getsockname()[:2]
         url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-                                server_header=False)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False,
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
         print(f"serving model {name!r} ({model.backend} on {model.device}, max batch {args.max_batch}, "
               f"max delay {args.max_delay_ms:g} ms) at {url}/v2/models/{name}", flush=True)
+        # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal: run_cli
+        # reports it as "interrupted" (exit 130 or 143) after the model is closed.
         uvicorn.Server(config).run(sockets=[sock])
-    print("server stopped", file=sys.stderr)
     return 0
 
 

@@ -191,7 +191,10 @@ def test_serve_single_request_overhead(benchmark, served, inprocess, bench_image
     benchmark.pedantic(measure, rounds=1, iterations=1)
     c.close()
     p50 = {name: float(np.median(t)) for name, t in times.items()}
+    # The quietest block of each: what the code costs when the other work on the cores leaves it alone.
+    best = {name: min(float(np.median(t[i:i + calls])) for i in range(0, len(t), calls)) for name, t in times.items()}
     benchmark.extra_info.update(
-        kind="serve_single", load_average=round(os.getloadavg()[0], 1), calls=len(times["served"]), served_p50_s=p50["served"],
-        served_p99_s=float(np.percentile(times["served"], 99)), inprocess_p50_s=p50["inprocess"],
-        overhead_s=p50["served"] - p50["inprocess"], overhead_target_s=OVERHEAD_MAX_S)
+        kind="serve_single", load_average=round(os.getloadavg()[0], 1), calls=len(times["served"]),
+        served_p50_s=p50["served"], served_p99_s=float(np.percentile(times["served"], 99)),
+        inprocess_p50_s=p50["inprocess"], overhead_s=p50["served"] - p50["inprocess"],
+        overhead_best_block_s=best["served"] - best["inprocess"], overhead_target_s=OVERHEAD_MAX_S)

@@ -44,5 +44,6 @@ def serve_section(data: dict) -> list[str]:
         lines.append(f"- One request, one image, all outputs (binary), tritonclient: p50 **{_ms(r['served_p50_s'])}** "
                      f"(p99 {_ms(r['served_p99_s'])}) vs in-process `run` p50 {_ms(r['inprocess_p50_s'])}: overhead "
                      f"**{_ms(r['overhead_s'])}** (target <= {_ms(r['overhead_target_s'])}: {_met(ok)}; "
-                     f"{r['calls']} calls each, alternating blocks)")
+                     f"{_ms(r.get('overhead_best_block_s'))} between the quietest blocks; {r['calls']} calls each, "
+                     f"alternating blocks; load average {r.get('load_average', 'n/a')})")
     return lines + [""]

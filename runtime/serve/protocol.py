@@ -32,12 +32,18 @@ class InferRequest:
 
 
 def model_metadata(manifest: Manifest, name: str, platform: str) -> dict:
-    """The v2 model metadata: the input `image` and every output, with -1 for the batch dimension."""
+    """The v2 model metadata: the input `image` and every output, with -1 for the batch dimension.
+
+    Also parameters.labels (class names) and parameters.roles (output name -> "model_output" | "feature_map").
+    """
     inp = manifest.input
     return {
         "name": name, "versions": ["1"], "platform": platform,
         "inputs": [{"name": inp.name, "datatype": OUTPUT_DATATYPE, "shape": _dims(inp.shape)}],
         "outputs": [{"name": o.name, "datatype": OUTPUT_DATATYPE, "shape": _dims(o.shape)} for o in manifest.outputs],
+        # Beyond the protocol, for the explorer page and curious clients: class names, and which
+        # outputs are feature maps.
+        "parameters": {"labels": list(manifest.labels), "roles": {o.name: o.role for o in manifest.outputs}},
     }
 
 

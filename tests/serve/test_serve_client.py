@@ -36,6 +36,7 @@ def test_health_and_metadata(server, reference_model):
     assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 28, 28, 1]}]
     assert [(o["name"], o["datatype"], o["shape"]) for o in meta["outputs"]] == [
         (o.name, "FP32", [-1, *o.shape[1:]]) for o in manifest.outputs]
+    assert meta["parameters"] == {"labels": manifest.labels, "roles": {o.name: o.role for o in manifest.outputs}}
     assert c.get_model_metadata(server.name, model_version="1") == meta
     assert not c.is_model_ready("other_model")
 

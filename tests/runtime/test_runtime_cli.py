@@ -339,7 +339,7 @@ def test_bad_out_and_artifacts(capsys, tmp_path, digits_npz, artifacts_copy):
     code, _, err = cli(capsys, "run", artifacts_copy, "--input", digits_npz, "--out", tmp_path / "a.npz")
     assert_one_line_error(code, err, "'model.onnx' does not match the manifest's sha256")
     code, _, err = cli(capsys)
-    assert_one_line_error(code, err, "the following arguments are required: {info,run}")
+    assert_one_line_error(code, err, "the following arguments are required: {info,run,serve,triton}")
 
 
 def test_out_must_end_in_npz(capsys, tmp_path, digits_npz, monkeypatch):

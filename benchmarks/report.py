@@ -22,8 +22,6 @@ from typing import Sequence
 
 from runtime.errors import FeatureMapsError, run_cli
 
-from .serve_report import serve_section
-
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
 MD, PNG = "benchmarks.md", "benchmarks.png"
@@ -247,6 +245,8 @@ def markdown(data: dict, source: Path, png_name: str | None = PNG) -> str:
     else:
         lines += ["No bench_backends results in this JSON.", ""]
     lines += other_groups(data)
+    from .serve_report import serve_section  # here: serve_report imports this module
+
     lines += serve_section(data)  # benchmarks/bench_serve.py
     if png_name and results:
         lines += [f"![images per second per approach and batch size]({png_name})", ""]

@@ -1,5 +1,21 @@
-"""The serving section of the benchmark report: results of benchmarks/bench_serve.py (issue 12 targets)."""
+"""The serving section of the benchmark report: results of benchmarks/bench_serve.py (issue 12 targets).
+
+    python -m benchmarks.serve_report [JSON] [--out benchmarks/results/serve.md]
+
+`python -m benchmarks.report` includes this section whenever its JSON holds serving results; this
+command writes it alone (newest JSON under .benchmarks/ by default), with the machine it ran on.
+"""
 from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from runtime.errors import run_cli
+
+from . import report
+
+DEFAULT_OUT = report.DEFAULT_OUT / "serve.md"
 
 
 def _ms(seconds: float | None) -> str:
@@ -47,3 +63,29 @@ def serve_section(data: dict) -> list[str]:
                      f"{_ms(r.get('overhead_best_block_s'))} between the quietest blocks; {r['calls']} calls each, "
                      f"alternating blocks; load average {r.get('load_average', 'n/a')})")
     return lines + [""]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serve_report", description=__doc__.splitlines()[0])
+    parser.add_argument("json", nargs="?", type=Path, help="pytest-benchmark JSON (default: newest under .benchmarks/)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to write")
+    args = parser.parse_args(argv)
+    source = args.json or report.find_latest()
+    data = report.load(source)
+    lines = serve_section(data)
+    if not lines:
+        raise report.ReportError(f"{source} holds no serving results; run `pytest benchmarks/bench_serve.py "
+                                 "--benchmark-only --benchmark-autosave` first")
+    text = "\n".join(["# Serving benchmarks", "",
+                      f"Measured {data.get('datetime', '?')[:19].replace('T', ' ')} UTC on {report.machine_line(data)}; "
+                      f"source `{source.name}`.", "", *lines[2:]])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(args.out)
+    print(text + f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -29,3 +29,20 @@ def test_absent_without_serve_results_and_part_of_the_report(tmp_path):
     report = markdown({"benchmarks": [{"extra_info": LOAD, "group": "serve: load", "name": "test_serve_load",
                                        "stats": {"median": 10.0, "mean": 10.0, "rounds": 1}}]}, tmp_path / "x.json")
     assert "## Serving: Open Inference Protocol" in report and "Other benchmarks" not in report
+
+
+def test_command_writes_the_section_alone(tmp_path, capsys):
+    import json
+
+    from benchmarks.serve_report import main
+    from runtime.errors import run_cli
+
+    source = tmp_path / "run.json"
+    source.write_text(json.dumps({"datetime": "2026-11-26T17:00:00", "benchmarks": [{"extra_info": LOAD}],
+                                  "machine_info": {"cpu": {"brand_raw": "Test CPU"}}}))
+    assert run_cli(main, [str(source), "--out", str(tmp_path / "out" / "serve.md")]) == 0
+    text = (tmp_path / "out" / "serve.md").read_text()
+    assert text.startswith("# Serving benchmarks") and "Test CPU" in text and "**0.90x** (met)" in text
+    source.write_text(json.dumps({"benchmarks": []}))
+    assert run_cli(main, [str(source), "--out", str(tmp_path / "other.md")]) == 2
+    assert "holds no serving results" in capsys.readouterr().err and not (tmp_path / "other.md").exists()

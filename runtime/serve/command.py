@@ -34,8 +34,8 @@ def add_serve_parser(sub) -> None:
                    help="how long a batch that is not full waits for more requests (default: 0, as Triton: "
                         "batches still form from requests that queue while the model runs)")
     p.add_argument("--threads", type=int,
-                   help="onnxruntime intra-op threads (default: 1, so that the model's threads never spin "
-                        "against the HTTP event loop; more pays off only for large batches on many cores)")
+                   help="the backend's intra-op threads (onnx default: 1, so that onnxruntime's threads never "
+                        "spin against the HTTP event loop; more pays off only for large batches on many cores)")
     p.set_defaults(func=cmd_serve)
 
 

@@ -13,6 +13,7 @@ Every error is a 4xx (5xx for a server fault) with {"error": "..."}.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from importlib import metadata
 from pathlib import Path
@@ -42,14 +43,22 @@ class _TooLarge(Exception):
     pass
 
 
+class _TooSlow(Exception):
+    pass
+
+
 def request_limit(model: Model, max_batch: int) -> int:
     """The largest request body accepted: max_batch images spelled out as JSON."""
     h, w, c = model.input_spec.image_shape
     return BODY_SLACK + max_batch * h * w * c * BYTES_PER_VALUE
 
 
-def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float = 0.0) -> Starlette:
-    """An ASGI app serving `model` as `name`; its lifespan starts and stops the batching worker."""
+def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float = 0.0,
+               body_timeout_s: float = 30.0) -> Starlette:
+    """An ASGI app serving `model` as `name`; its lifespan starts and stops the batching worker.
+
+    A request body must arrive within body_timeout_s (a stalled client gets 408, not a held slot).
+    """
     limit = request_limit(model, max_batch)
     state: dict = {}
 
@@ -100,7 +109,7 @@ def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float
         check_model(request)
         if not ready():
             return _error(503, "the server is shutting down")
-        body = await _read_body(request, limit)
+        body = await _read_body(request, limit, body_timeout_s)
         parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), model.manifest)
         batch = to_batch(parsed.images, model.input_spec)  # NaN/inf and value range
         results = await state["batcher"].run(batch, parsed.outputs)
@@ -121,22 +130,27 @@ def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float
         *model_routes, Route("/explorer/samples", explorer_samples),
         Mount("/", StaticFiles(directory=STATIC, html=True)),
     ]
-    handlers = {InputError: _bad_request, HTTPException: _http_error, _TooLarge: _too_large,
+    handlers = {InputError: _bad_request, HTTPException: _http_error, _TooLarge: _too_large, _TooSlow: _too_slow,
                 ClientDisconnect: _disconnected, Exception: _server_fault}
     return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) as soon as it is known to exceed limit: never buffered past it."""
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refused (413) as soon as it is known to exceed limit (never buffered past it), or
+    (408) when it has not all arrived within timeout_s."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge(int(declared), limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge(size, limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge(size, limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _TooSlow(size, timeout_s) from None
     return b"".join(chunks)
 
 
@@ -156,6 +170,11 @@ async def _too_large(request: Request, exc: _TooLarge) -> Response:
     size, limit = exc.args
     return _error(413, f"request body of {size}+ bytes exceeds this server's limit of {limit} bytes "
                        "(--max-batch images spelled out as JSON)")
+
+
+async def _too_slow(request: Request, exc: _TooSlow) -> Response:
+    size, timeout_s = exc.args
+    return _error(408, f"request body not received within {timeout_s:g} s (got {size} bytes); send it at once")
 
 
 async def _disconnected(request: Request, exc: ClientDisconnect) -> Response:

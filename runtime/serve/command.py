@@ -36,6 +36,8 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--threads", type=int,
                    help="the backend's intra-op threads (onnx default: 1, so that onnxruntime's threads never "
                         "spin against the HTTP event loop; more pays off only for large batches on many cores)")
+    p.add_argument("--body-timeout-s", type=float, default=30.0,
+                   help="a request body must arrive within this time, else 408 (default: 30)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -49,9 +51,9 @@ def model_name(manifest: Manifest, name: str | None = None) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if args.max_batch < 1 or args.max_delay_ms < 0 or not 0 <= args.port <= 65535:
-        raise UsageError(f"expected --max-batch >= 1, --max-delay-ms >= 0 and --port 0..65535; got "
-                         f"{args.max_batch}, {args.max_delay_ms:g}, {args.port}")
+    if args.max_batch < 1 or args.max_delay_ms < 0 or not 0 <= args.port <= 65535 or not args.body_timeout_s > 0:
+        raise UsageError(f"expected --max-batch >= 1, --max-delay-ms >= 0, --port 0..65535 and --body-timeout-s > 0; "
+                         f"got {args.max_batch}, {args.max_delay_ms:g}, {args.port}, {args.body_timeout_s:g}")
     try:
         import uvicorn
 
@@ -64,7 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = {"threads": default if args.threads is None else args.threads}
     with sock, load(args.artifacts, backend=args.backend, device=args.device, **options) as model:
         name = model_name(model.manifest, args.name)
-        app = create_app(model, name, args.max_batch, args.max_delay_ms)
+        app = create_app(model, name, args.max_batch, args.max_delay_ms, args.body_timeout_s)
         host, port = sock.getsockname()[:2]
         url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False,

@@ -17,6 +17,7 @@ from serving import ROOT  # tests/serving.py
     (["--max-batch", "0"], "--max-batch >= 1"),
     (["--max-delay-ms", "-1"], "--max-delay-ms >= 0"),
     (["--port", "70000"], "--port 0..65535"),
+    (["--body-timeout-s", "0"], "--body-timeout-s > 0"),
     (["--backend", "trt"], "invalid choice"),
     (["--name", "a/b"], "model name 'a/b' is not allowed"),
     (["--device", "gpu"], "device 'gpu'"),

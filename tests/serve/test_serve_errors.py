@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from serving import MAX_BATCH  # tests/serving.py
+from serving import MAX_BATCH, Server  # tests/serving.py
 from tritonclient.utils import InferenceServerException
 
 
@@ -112,3 +112,24 @@ def test_client_disconnects_mid_request(healthy, sent):
                   f"Content-Type: application/json\r\nContent-Length: 50000\r\n\r\n".encode() + b"{" * sent)
     # The `healthy` fixture then checks the server still answers; a good request still works:
     assert post(healthy, {"inputs": [tensor(ONE)]}).status_code == 200
+
+
+def test_stalled_body_gets_408(reference_artifacts):
+    """A client that sends part of its body and stalls is answered 408 after --body-timeout-s, not held forever."""
+    srv = Server(reference_artifacts, "--body-timeout-s", "0.5")
+    try:
+        host, port = srv.host_port.split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(f"POST /v2/models/{srv.name}/infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
+                      "\r\nContent-Length: 5000\r\n\r\n{".encode())
+            answer = b""
+            while b"}" not in answer:  # bounded by the socket timeout
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and "within 0.5 s" in json.loads(body)["error"], answer
+        assert post(srv, {"inputs": [tensor(ONE)]}).status_code == 200
+    finally:
+        srv.stop()

@@ -40,10 +40,6 @@ class BatchStats:
         self.images += images
         self.requests += requests
 
-    @property
-    def mean_batch(self) -> float:
-        return self.images / self.batches if self.batches else 0.0
-
 
 _STOP = object()
 

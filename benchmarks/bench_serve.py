@@ -1,9 +1,9 @@
 """The Open Inference Protocol server under load, against the in-process runtime (issue 12 targets).
 
 - load: 32 concurrent tritonclient clients on loopback send binary tensors and fetch every output
-  (binary) for a fixed time. Throughput is compared with in-process Model.stream at the mean batch
-  size the server formed, measured right after in the same run. Errors, p50/p99 latency and the
-  server's resident memory over the run are recorded.
+  (binary) for a fixed time, in rounds; after each round, in-process Model.stream runs at the mean
+  batch size the server formed in it. The median round's ratio of the two throughputs is reported,
+  with errors, p50/p99 latency, the mean formed batch, CPU per image and the server's resident memory.
 - single: one request of one image, all outputs, one client: p50 latency over the in-process
   Model.run p50, measured in alternating blocks.
 
@@ -26,7 +26,7 @@ import runtime
 
 CLIENTS = 32
 MAX_BATCH = 64
-LOAD_SECONDS, LOAD_SECONDS_CI = 10.0, 1.0
+LOAD_SECONDS, LOAD_SECONDS_CI, LOAD_ROUNDS = 12.0, 1.0, 4
 SINGLE_BLOCKS, SINGLE_CALLS = 30, 20
 # Issue 12 targets.
 THROUGHPUT_RATIO_MIN, OVERHEAD_MAX_S = 0.6, 1e-3
@@ -118,8 +118,7 @@ def load_test(srv, images: np.ndarray, seconds: float, clients: int = CLIENTS, p
     return {
         "clients": clients, "images_per_request": per_request, "seconds": elapsed, "requests": int(len(lat)), "errors": len(errors),
         "first_errors": errors[:3], "images_per_s": inferences / elapsed,
-        "p50_s": float(np.percentile(lat, 50)) if len(lat) else None,
-        "p99_s": float(np.percentile(lat, 99)) if len(lat) else None,
+        "latencies": lat,
         "mean_batch": inferences / executions if executions else 0.0,
         "server_cpu_s_per_image": cpu_server / inferences if inferences else None,
         "client_cpu_s_per_image": cpu_client / inferences if inferences else None,
@@ -140,22 +139,43 @@ def stream_rate(model: runtime.Model, images: np.ndarray, batch: int, seconds: f
 
 @pytest.mark.parametrize("per_request", [1, 8])
 def test_serve_load(benchmark, served, inprocess, bench_images, per_request):
-    seconds = LOAD_SECONDS_CI if benchmark.disabled else LOAD_SECONDS
+    """Rounds of (load, then in-process stream at the batch size that round formed): other work on the
+    cores drifts, so each round's ratio compares neighbours in time; the median round's ratio is reported."""
+    seconds, n_rounds = (LOAD_SECONDS_CI, 1) if benchmark.disabled else (LOAD_SECONDS, LOAD_ROUNDS)
     load_test(served, bench_images, min(1.0, seconds), per_request=per_request)  # warm-up: connections, arenas
-    result = {}
+    rounds = []
 
     def measure():
-        result.update(load_test(served, bench_images, seconds, per_request=per_request))
-        batch = max(1, round(result["mean_batch"]))
-        result["inprocess_batch"] = batch
-        result["inprocess_images_per_s"], result["inprocess_cpu_s_per_image"] = stream_rate(
-            inprocess, bench_images, batch, min(3.0, seconds))
+        for _ in range(n_rounds):
+            r = load_test(served, bench_images, seconds / n_rounds, per_request=per_request)
+            r["inprocess_batch"] = max(1, round(r["mean_batch"]))
+            r["inprocess_images_per_s"], r["inprocess_cpu_s_per_image"] = stream_rate(
+                inprocess, bench_images, r["inprocess_batch"], seconds / n_rounds / 3)
+            r["ratio"] = r["images_per_s"] / r["inprocess_images_per_s"]
+            rounds.append(r)
 
     benchmark.group = "serve: load"
     benchmark.pedantic(measure, rounds=1, iterations=1)
-    result["ratio"] = result["images_per_s"] / result["inprocess_images_per_s"]
-    result["load_average"] = round(os.getloadavg()[0], 1)  # other work sharing the cores
-    result["ratio_target"] = THROUGHPUT_RATIO_MIN
+    median = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
+    latencies = np.concatenate([r.pop("latencies") for r in rounds])
+    total_s = sum(r["seconds"] for r in rounds)
+    result = {
+        **{k: median[k] for k in ("ratio", "inprocess_batch", "inprocess_images_per_s", "inprocess_cpu_s_per_image")},
+        "clients": CLIENTS, "images_per_request": per_request, "rounds": len(rounds), "seconds": total_s,
+        "ratios": [round(r["ratio"], 3) for r in rounds],
+        "requests": sum(r["requests"] for r in rounds), "errors": sum(r["errors"] for r in rounds),
+        "first_errors": [e for r in rounds for e in r["first_errors"]][:3],
+        "images_per_s": sum(r["images_per_s"] * r["seconds"] for r in rounds) / total_s,
+        "mean_batch": float(np.mean([r["mean_batch"] for r in rounds])),
+        "p50_s": float(np.percentile(latencies, 50)), "p99_s": float(np.percentile(latencies, 99)),
+        "server_cpu_s_per_image": float(np.mean([r["server_cpu_s_per_image"] for r in rounds])),
+        "client_cpu_s_per_image": float(np.mean([r["client_cpu_s_per_image"] for r in rounds])),
+        # Memory over the whole run: from the first round (after its first quarter) to the last.
+        "rss_start_bytes": rounds[0]["rss_start_bytes"], "rss_end_bytes": rounds[-1]["rss_end_bytes"],
+        "rss_max_bytes": max(r["rss_max_bytes"] or 0 for r in rounds),
+        "load_average": round(os.getloadavg()[0], 1),  # other work sharing the cores
+        "ratio_target": THROUGHPUT_RATIO_MIN,
+    }
     benchmark.extra_info.update(kind="serve_load", **result)
     assert result["errors"] == 0, result["first_errors"]
     assert result["requests"] > 0 and result["mean_batch"] >= 1

@@ -1,21 +1,26 @@
 """The reference model: the classic MNIST CNN, and the command that reproduces it.
 
-    python -m export.reference [--data mnist.npz] [--epochs 3] [--out models/mnist_cnn.keras]
+    python -m export.reference [--data mnist.npz] [--epochs 3] [--out mnist_cnn.keras] [--force]
+
+The shipped model lives in the package (export/data/mnist_cnn.keras, with its training record
+beside it), so that `python -m export` works from a wheel too; retraining writes a new file and
+never replaces an existing one without --force.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from runtime.errors import ArgumentParser, run_cli
+from runtime.atomic import atomic_write
+from runtime.errors import ArgumentParser, UsageError, positive_int, run_cli
 from runtime.mnist import load_mnist
 from runtime.quiet_tf import import_tensorflow
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-REFERENCE_MODEL = MODELS_DIR / "mnist_cnn.keras"
+REFERENCE_MODEL = Path(__file__).resolve().parent / "data" / "mnist_cnn.keras"
 SEED = 1234
 
 
@@ -40,10 +45,19 @@ def build_reference_cnn():
     )
 
 
-def train_reference(data: str | None = None, epochs: int = 3, out: Path = REFERENCE_MODEL, verbose: int = 1) -> dict:
+def record_path(model: Path) -> Path:
+    """The training record written beside a model: mnist_cnn.keras -> mnist_cnn.json."""
+    return Path(model).with_suffix(".json")
+
+
+def train_reference(data: str | None = None, epochs: int = 3, out: Path = Path("mnist_cnn.keras"),
+                    verbose: int | str = "auto") -> dict:
     """Train the reference CNN (Adam, sparse CE, batch 64, 10% validation, seeded) and save it.
 
-    Returns the training record, also written beside the model as JSON.
+    Args:
+        verbose: Keras' fit verbosity ("auto": a progress bar, 2: one line per epoch).
+
+    Returns the training record, also written beside the model as JSON (both replaced atomically).
     """
     import keras
 
@@ -61,9 +75,12 @@ def train_reference(data: str | None = None, epochs: int = 3, out: Path = REFERE
     test_loss, test_acc = model.evaluate(x_test, mnist["y_test"], verbose=0)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, out)
+    tmp = out.with_name(f".{out.stem}.tmp.keras")  # Keras picks the format from the suffix
+    try:
+        model.save(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failure or Ctrl-C: nothing half-written
     record = {
         "model": out.name,
         "epochs": epochs,
@@ -76,21 +93,47 @@ def train_reference(data: str | None = None, epochs: int = 3, out: Path = REFERE
         "val_accuracy": [round(float(a), 4) for a in history.history["val_accuracy"]],
         "keras_version": keras.__version__,
     }
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    with atomic_write(record_path(out), "w") as f:
+        f.write(json.dumps(record, indent=2) + "\n")
     return record
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m export.reference", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="path to Keras' mnist.npz (default: $MNIST_NPZ, Keras cache, download)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=REFERENCE_MODEL)
+    parser = ArgumentParser(prog="python -m export.reference",
+                            description="Retrain the reference MNIST CNN as shipped (Adam, sparse CE, batch 64, "
+                                        "10%% validation, seed %d) and save it with its training record." % SEED)
+    parser.add_argument("--data", help="path to Keras' mnist.npz (default: $MNIST_NPZ, the Keras cache, "
+                                       "else the Keras download)")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="training epochs (default 3, as shipped)")
+    parser.add_argument("--out", type=Path, default=Path("mnist_cnn.keras"),
+                        help="model file to write (.keras or .h5; default: mnist_cnn.keras here); its training "
+                             "record goes beside it as .json")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file and its record")
     args = parser.parse_args(argv)
+    check_out(args.out, args.force)
     import_tensorflow()
-    record = train_reference(args.data, args.epochs, args.out)
-    print(f"saved {args.out}: test accuracy {record['test_accuracy']:.4f} after {args.epochs} epochs "
-          f"({record['train_seconds']} s)")
+    # A progress bar on a terminal; one line per epoch in logs (no escape codes).
+    record = train_reference(args.data, args.epochs, args.out, verbose="auto" if sys.stdout.isatty() else 2)
+    print(f"saved {args.out} and {record_path(args.out).name}: test accuracy {record['test_accuracy']:.4f} "
+          f"after {args.epochs} epochs ({record['train_seconds']} s)")
     return 0
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse a model path Keras cannot write, or existing files without force (before any training).
+
+    Raises:
+        UsageError: a suffix other than .keras / .h5, or an existing model or record without force.
+    """
+    if out.suffix not in (".keras", ".h5"):
+        raise UsageError(f"--out {out} must end in .keras or .h5 (the formats Keras saves)")
+    existing = [str(p) for p in (out, record_path(out)) if p.exists()]
+    if existing and not force:
+        shipped = " (the model shipped with featuremaps)" if out.resolve() == REFERENCE_MODEL else ""
+        raise UsageError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}{shipped}; "
+                         "pass --force to replace, or choose another --out")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; expected a model file name such as mnist_cnn.keras")
 
 
 if __name__ == "__main__":

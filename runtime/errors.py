@@ -54,6 +54,17 @@ def comma_list(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run a CLI entry point: project errors become one line on stderr and exit code 2.
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.errors import ArgumentParser, DataError, InputError, comma_list
+from runtime.errors import ArgumentParser, DataError, InputError, comma_list, positive_int
 from runtime.manifest import Manifest
 from runtime.mnist import mnist_test_set
 
@@ -93,16 +93,6 @@ def _file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "layer"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m viz", description=__doc__.splitlines()[0])
     parser.add_argument("artifacts", help="artifacts folder written by `python -m export`")
@@ -114,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="path to Keras' mnist.npz")
     parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default figures/)")
     parser.add_argument("--layers", type=comma_list, help="comma-separated output names (default: every feature map)")
-    parser.add_argument("--cols", type=_positive_int, help="grid columns (default 8 from 16 maps on, else ~sqrt)")
+    parser.add_argument("--cols", type=positive_int, help="grid columns (default 8 from 16 maps on, else ~sqrt)")
     parser.add_argument("--backend", default="onnx", help="runtime backend: onnx (default) or tf")
     parser.add_argument("--device", default="cpu", help="cpu (default), gpu or auto")
     parser.add_argument("--normalize", choices=NORMALIZATIONS, default="map",

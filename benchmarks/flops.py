@@ -9,12 +9,18 @@ few percent of the total for CNNs). Per image: the batch dimension is left out.
 
 The reference MNIST CNN: 389,376 + 4,460,544 (convs) + 204,800 + 1,280 (dense) = 5,056,000 FLOPs.
 
+Each count is named after its Keras layer, not the TF-internal node: a node whose result reaches a
+graph output through only its own bias, activation and layout ops is that exposed layer (output
+names are layer names); any other node is named by its TF scope, less the `_<n>` call counter
+Keras appends when the exposed layers show that this graph's scopes carry one.
+
     python -m benchmarks.flops artifacts/model.onnx     (or the artifacts folder)
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -22,12 +28,16 @@ from typing import Sequence
 from runtime.errors import ArgumentParser, ArtifactError, run_cli
 
 COUNTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Ops that belong to the layer whose Conv/MatMul feeds them: bias, activation, layout changes.
+SAME_LAYER = ("Add", "Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Softmax", "Clip", "HardSigmoid",
+              "Transpose", "Identity")
+_CALL_SUFFIX = re.compile(r"_\d+$")
 
 
 @dataclass
 class FlopCount:
     total: int = 0
-    by_node: list[tuple[str, str, int]] = field(default_factory=list)  # (node name, op type, FLOPs)
+    by_node: list[tuple[str, str, int]] = field(default_factory=list)  # (Keras layer, op type, FLOPs)
 
     def add(self, node, flops: int) -> None:
         self.by_node.append((node.name or node.output[0], node.op_type, int(flops)))
@@ -79,7 +89,51 @@ def onnx_flops(model) -> FlopCount:
                 raise ValueError(f"cannot count {node.op_type} {node.name!r}: input shape {rows} not static")
             per_image = math.prod(per_image)
         count.add(node, 2 * k * n * per_image)
+    names = layer_names(graph, [n for n in graph.node if n.op_type in COUNTED])
+    count.by_node = [(names[i], op, flops) for i, (_, op, flops) in enumerate(count.by_node)]
     return count
+
+
+def layer_names(graph, nodes) -> list[str]:
+    """The Keras layer of each node (see the module docstring for the rule)."""
+    outputs = {o.name for o in graph.output}
+    constants = {i.name for i in graph.initializer}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def exposed_as(node) -> str | None:
+        value = node.output[0]
+        while value not in outputs:
+            users = consumers.get(value, [])
+            if len(users) != 1 or users[0].op_type not in SAME_LAYER:
+                return None
+            user = users[0]
+            if user.op_type == "Add" and not any(i in constants for i in user.input):
+                return None  # a residual sum joins two layers
+            value = user.output[0]
+        return value
+
+    exposed = [exposed_as(n) for n in nodes]
+    scopes = [_scope(n.name) for n in nodes]
+    known = [(e, sc) for e, sc in zip(exposed, scopes) if e and sc]
+    suffixed = bool(known) and all(_CALL_SUFFIX.search(sc) and _CALL_SUFFIX.sub("", sc) == e for e, sc in known)
+    names = []
+    for node, e, sc in zip(nodes, exposed, scopes):
+        if e:
+            names.append(e)
+        elif sc:
+            names.append(_CALL_SUFFIX.sub("", sc) if suffixed else sc)
+        else:
+            names.append(node.name or node.output[0])
+    return names
+
+
+def _scope(node_name: str) -> str | None:
+    """The layer scope of a tf2onnx node name: 'model/conv2d_5/BiasAdd' -> 'conv2d_5'."""
+    parts = node_name.split("/")
+    return parts[-2] if len(parts) >= 3 else None
 
 
 def load_onnx(path: str | os.PathLike):
@@ -130,8 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         count = onnx_flops(path)
     except ValueError as exc:  # a model whose cost is not static: expected, not a bug
         raise ArtifactError(f"{str(path)!r}: {exc}") from None
-    for name, op, flops in count.by_node:
-        print(f"{op:14s} {flops:>14,d}  {name}")
+    for layer, op, flops in count.by_node:
+        print(f"{op:14s} {flops:>14,d}  {layer}")
     print(f"{'total':14s} {count.total:>14,d}  FLOPs per image ({count.total / 1e6:.3f} MFLOP)")
     return 0
 

@@ -3,27 +3,29 @@
     python -m benchmarks.report [JSON] [--out DIR]
 
 JSON defaults to the newest *.json under .benchmarks/ (where --benchmark-autosave writes);
-DIR defaults to benchmarks/results. Writes DIR/benchmarks.md and DIR/benchmarks.png and prints
-the markdown.
+DIR defaults to a new folder benchmark-report-<date>-<time of the run>/ here, so that the tracked
+benchmarks/results/ changes only when named. Writes DIR/benchmarks.md and DIR/benchmarks.png and
+prints the markdown.
 
 Conventions: a call's time is the median over its rounds; images/s = images per call / median.
+A ratio of two times is flagged as noise, with no target verdict, when the run cannot support it:
+its median-based and best-round-based values disagree in sign, or the two interquartile ranges
+(q1..q3 of the rounds) overlap.
 Model FLOPs per image are counted from the ONNX graph (benchmarks/flops.py: multiply-adds x 2 in
 Conv and Dense layers); the machine's peak is the best round of a float32 numpy matmul measured in
 the same run, so achieved GFLOP/s and its fraction of peak compare numbers from one run.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from runtime.errors import FeatureMapsError, run_cli
+from runtime.errors import ArgumentParser, FeatureMapsError, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "benchmarks" / "results"
 MD, PNG = "benchmarks.md", "benchmarks.png"
 
 # Display order and labels of the approaches of benchmarks/bench_backends.py.
@@ -39,7 +41,7 @@ APPROACHES = {
     "runtime_onnx_gpu": "runtime, onnx backend, GPU",
     "bare_ort_gpu": "bare onnxruntime session, CUDA",
 }
-# Issue 3: at batch 1 the onnx wrapper adds at most 10% to a bare session; speed-ups over the seed approach.
+# Targets at batch 1: the onnx wrapper adds at most 10% to a bare session; speed-ups over the seed approach.
 OVERHEAD_MAX = 0.10
 SPEEDUP_MIN = {"runtime_onnx": 300.0, "runtime_tf": 20.0}
 
@@ -58,6 +60,8 @@ class Result:
     min: float
     rounds: int
     flops_per_image: int | None
+    q1: float = 0.0
+    q3: float = 0.0
 
     @property
     def images_per_s(self) -> float:
@@ -90,7 +94,8 @@ def backend_results(data: dict) -> list[Result]:
         info, stats = b.get("extra_info", {}), b["stats"]
         if info.get("approach") in APPROACHES and info.get("images"):
             out.append(Result(info["approach"], int(info["images"]), info.get("device", "cpu"), stats["median"],
-                              stats["mean"], stats["min"], stats["rounds"], info.get("model_flops_per_image")))
+                              stats["mean"], stats["min"], stats["rounds"], info.get("model_flops_per_image"),
+                              stats.get("q1", stats["median"]), stats.get("q3", stats["median"])))
     order = list(APPROACHES)
     return sorted(out, key=lambda r: (order.index(r.approach), r.batch))
 
@@ -136,18 +141,38 @@ def machine_line(data: dict) -> str:
     return ", ".join(p for p in parts if p) + (f"; {', '.join(libs)}" if libs else "")
 
 
+def noise(median_ratio: float, best_ratio: float, a: Result | None = None, b: Result | None = None) -> str | None:
+    """Why a ratio of two timings is meaningless in this run, or None when the run supports it."""
+    if (median_ratio > 1) != (best_ratio > 1):
+        return (f"median and best rounds disagree ({median_ratio - 1:+.1%} vs {best_ratio - 1:+.1%}): the spread of "
+                "the rounds is larger than the difference; rerun on an idle machine")
+    if a and b and a.q1 < b.q3 and b.q1 < a.q3:
+        return (f"the interquartile ranges overlap ({_time(a.q1)}..{_time(a.q3)} vs {_time(b.q1)}..{_time(b.q3)}): "
+                "the difference is within the run's spread")
+    return None
+
+
+def _verdict(ok: bool, target: str | None, why_noisy: str | None) -> str:
+    """'; target T: met', or why the run cannot tell; '' for a ratio without a target in a quiet run."""
+    if why_noisy:
+        return f"; **not meaningful**: {why_noisy}" + (f"; target {target}: not decided" if target else "")
+    return f"; target {target}: {'met' if ok else 'NOT met'}" if target else ""
+
+
 def ratios(results: list[Result], ab: dict | None) -> list[str]:
-    """Issue 3's batch-1 targets, computed from this run."""
+    """The batch-1 targets, computed from this run, each with a warning when the run is too noisy to tell."""
     one = {r.approach: r for r in results if r.batch == 1}
     lines = []
 
     def overhead(a: str, b: str, label: str, target: bool) -> None:
         if a in one and b in one:
-            pct = one[a].median / one[b].median - 1
-            mark = f" (target <= {OVERHEAD_MAX:.0%}: {'met' if pct <= OVERHEAD_MAX else 'NOT met'})" if target else ""
+            ra, rb = one[a], one[b]
+            pct = ra.median / rb.median - 1
+            why = noise(ra.median / rb.median, ra.min / rb.min, ra, rb)
+            mark = _verdict(pct <= OVERHEAD_MAX, f"<= {OVERHEAD_MAX:.0%}" if target else None, why)
             lines.append(f"- onnx runtime wrapper overhead vs {label}: **{pct:+.1%}** "
-                         f"({_time(one[a].median)} vs {_time(one[b].median)} median; "
-                         f"{one[a].min / one[b].min - 1:+.1%} on best rounds){mark}")
+                         f"({_time(ra.median)} vs {_time(rb.median)} median; "
+                         f"{ra.min / rb.min - 1:+.1%} on best rounds{mark})")
 
     overhead("runtime_onnx", "bare_ort", "bare onnxruntime session with the runtime's SessionOptions", True)
     overhead("runtime_onnx", "bare_ort_default", "bare session with default SessionOptions", False)
@@ -159,17 +184,19 @@ def ratios(results: list[Result], ab: dict | None) -> list[str]:
             w, b = v.get(f"runtime_{kind}"), v.get(f"bare_{base}")
             if w and b:
                 pct = w["median_s"] / b["median_s"] - 1
+                why = noise(w["median_s"] / b["median_s"], w["min_s"] / b["min_s"])
                 lines.append(f"- interleaved A/B, {what}: **{pct:+.1%}** ({_time(w['median_s'])} vs "
                              f"{_time(b['median_s'])} median of {w['blocks']} blocks of {ab['calls_per_block']} calls; "
-                             f"{w['min_s'] / b['min_s'] - 1:+.1%} on best blocks; target <= {OVERHEAD_MAX:.0%}: "
-                             f"{'met' if pct <= OVERHEAD_MAX else 'NOT met'})")
+                             f"{w['min_s'] / b['min_s'] - 1:+.1%} on best blocks"
+                             f"{_verdict(pct <= OVERHEAD_MAX, f'<= {OVERHEAD_MAX:.0%}', why)})")
     seed = one.get("seed_predict")
     for approach, target in SPEEDUP_MIN.items():
         if seed and approach in one:
-            x = seed.median / one[approach].median
+            r = one[approach]
+            x = seed.median / r.median
+            why = noise(seed.median / r.median, seed.min / r.min, seed, r)
             lines.append(f"- {APPROACHES[approach]} vs seed predict, one image: **{x:,.0f}x faster** "
-                         f"({_time(one[approach].median)} vs {_time(seed.median)}; target >= {target:g}x: "
-                         f"{'met' if x >= target else 'NOT met'})")
+                         f"({_time(r.median)} vs {_time(seed.median)}{_verdict(x >= target, f'>= {target:g}x', why)})")
     return lines
 
 
@@ -237,7 +264,7 @@ def markdown(data: dict, source: Path, png_name: str | None = PNG) -> str:
             cells = [f"{_time(by[(a, b)].median)} (mean {_time(by[(a, b)].mean)}, {by[(a, b)].rounds} rounds)"
                      if (a, b) in by else "-" for b in batches]
             lines.append(f"| {APPROACHES[a]} | " + " | ".join(cells) + " |")
-        lines += ["", "## Single image, all outputs, CPU (issue 3 targets)", "", *ratios(results, ab_overhead(data)),
+        lines += ["", "## Single image, all outputs, CPU: targets", "", *ratios(results, ab_overhead(data)),
                   "", "## Compute efficiency", "", *efficiency(results, matmul_peak(data)), ""]
         skipped_gpu = not any(r.device == "gpu" for r in results)
         if skipped_gpu:
@@ -299,15 +326,22 @@ def write_report(json_path: Path, out: Path) -> tuple[Path, Path | None, str]:
     return md, png, text
 
 
+def default_out(data: dict) -> Path:
+    """benchmark-report-<date>-<time>/ in the current folder, named after the run's start time."""
+    stamp = "".join(c for c in data.get("datetime", "")[:19] if c.isdigit())
+    return Path(f"benchmark-report-{stamp[:8]}-{stamp[8:]}" if len(stamp) == 14 else "benchmark-report")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m benchmarks.report", description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="?", type=Path, help="pytest-benchmark JSON (default: newest under .benchmarks/)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT.relative_to(ROOT)})")
+    parser.add_argument("--out", type=Path, help="output folder (default: a new benchmark-report-<date>-<time>/ "
+                                                 "here; pass benchmarks/results to update the tracked report)")
     args = parser.parse_args(argv)
     source = args.json or find_latest()
     if not source.is_file():
         raise ReportError(f"benchmark JSON {source} not found")
-    md, png, text = write_report(source, args.out)
+    md, png, text = write_report(source, args.out or default_out(load(source)))
     print(text)
     print(f"\nwrote {md}" + (f" and {png}" if png else ""))
     return 0

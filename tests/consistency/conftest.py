@@ -1,8 +1,8 @@
 """Fixtures of the consistency suite: real digits, and per model its Keras original beside its artifacts.
 
 Every test here compares numbers; the per-output error tables they produce are gathered in
-`consistency_report` and printed once at the end of the run (pytest_terminal_summary), so that
-CI logs show the measured errors even when everything passes.
+`consistency_report` and printed once at the end of a verbose run (`pytest -v`, pytest_terminal_summary),
+so that the measured errors can be read even when everything passes; quiet runs stay short.
 """
 from __future__ import annotations
 
@@ -113,11 +113,11 @@ def consistency_case(request, reference_artifacts, zoo_model_file, zoo_artifacts
 @pytest.fixture(scope="session")
 def consistency_report():
     """record(model, comparison, images, diffs, tol): kept for the per-model error tables printed at the end."""
+    return record_errors
 
-    def record(model: str, comparison: str, images: str, diffs: dict, tol) -> None:
-        _REPORT.setdefault(model, []).append((comparison, images, dict(diffs), tol))
 
-    return record
+def record_errors(model: str, comparison: str, images: str, diffs: dict, tol) -> None:
+    _REPORT.setdefault(model, []).append((comparison, images, dict(diffs), tol))
 
 
 def error_rows(comparison: str, diffs: dict, tol) -> list[str]:
@@ -135,8 +135,13 @@ def error_table(entries) -> str:
     return "\n".join(rows)
 
 
-def pytest_terminal_summary(terminalreporter):
+def pytest_terminal_summary(terminalreporter, config):
     if not _REPORT:
+        return
+    verbosity = config.get_verbosity()
+    if verbosity < 1:  # about 60 lines of tables: only when asked for
+        if verbosity == 0:
+            terminalreporter.write_line("consistency: per-output error tables are shown with -v")
         return
     terminalreporter.section("consistency: per-output errors (rel = abs / max |reference|)")
     for model, entries in _REPORT.items():

@@ -31,6 +31,7 @@ def test_reference_model_costs_5_056_mflop_per_image(reference_artifacts):
     assert sum(REFERENCE.values()) == 5_056_000
     assert [flops for _, _, flops in count.by_node] == list(REFERENCE.values())
     assert [op for _, op, _ in count.by_node] == ["Conv", "Conv", "MatMul", "MatMul"]
+    assert [layer for layer, _, _ in count.by_node] == list(REFERENCE)  # Keras layers, not TF-internal nodes
     assert count.total == 5_056_000
 
 
@@ -38,6 +39,15 @@ def test_reference_model_costs_5_056_mflop_per_image(reference_artifacts):
 def test_zoo_models(name, zoo_artifacts):
     count = onnx_flops(zoo_artifacts(name) / "model.onnx")
     assert sorted(f for _, _, f in count.by_node) == sorted(ZOO[name])
+    exposed = {o.name for o in count_manifest(zoo_artifacts(name))}
+    names = [layer for layer, _, _ in count.by_node]
+    assert all("/" not in n for n in names) and exposed & set(names), names
+
+
+def count_manifest(folder):
+    from runtime import read_manifest
+
+    return [o for o in read_manifest(folder).outputs if o.role == "feature_map"]
 
 
 def test_grouped_conv_and_gemm_with_transposed_weight():
@@ -65,6 +75,7 @@ def test_main_prints_every_counted_node_and_the_total(capsys, reference_artifact
         out, err = capsys.readouterr()
         assert err == "" and len(out.splitlines()) == 5
         assert out.splitlines()[-1].split()[:2] == ["total", "5,056,000"] and "(5.056 MFLOP)" in out
+        assert [line.split()[-1] for line in out.splitlines()[:-1]] == list(REFERENCE)
 
 
 def write_garbage(folder: Path) -> Path:

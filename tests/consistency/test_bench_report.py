@@ -1,4 +1,4 @@
-"""benchmarks/report.py on a small, valid pytest-benchmark JSON: the table, the issue-3 ratios, the chart."""
+"""benchmarks/report.py on a small, valid pytest-benchmark JSON: the table, the batch-1 targets, the chart."""
 from __future__ import annotations
 
 import json
@@ -106,3 +106,41 @@ def test_missing_or_foreign_json_is_a_one_line_error(tmp_path, capsys):
     assert run_cli(report.main, [str(foreign), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+def set_stats(data: dict, approach: str, **stats) -> None:
+    for b in data["benchmarks"]:
+        if b["extra_info"].get("approach") == approach and b["extra_info"]["images"] == 1:
+            b["stats"].update(stats)
+
+
+def test_noise_is_flagged_not_reported_as_a_result(tmp_path):
+    data = synthetic()
+    # Median says the wrapper is faster than the bare session, best rounds say slower: noise.
+    set_stats(data, "runtime_onnx", median=90e-6, min=95e-6)
+    set_stats(data, "bare_ort", median=100e-6, min=90e-6)
+    # Interquartile ranges that overlap: the 5% difference of the medians is within the spread.
+    set_stats(data, "keras_call", q1=3.5e-3, q3=4.5e-3)
+    set_stats(data, "runtime_tf", median=0.0038, min=0.0034, q1=3.4e-3, q3=4.4e-3)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data))
+    text = report.markdown(report.load(path), path)
+    line = next(ln for ln in text.splitlines() if "runtime's SessionOptions: **-10.0%**" in ln)
+    assert "**not meaningful**: median and best rounds disagree (-10.0% vs +5.6%)" in line
+    assert "target <= 10%: not decided" in line and "met" not in line
+    quiet = next(ln for ln in text.splitlines() if "default SessionOptions" in ln)
+    assert "not meaningful" not in quiet and "target" not in quiet
+    assert report.noise(1.05, 1.05, report.Result("a", 1, "cpu", 4.2e-3, 0, 4e-3, 9, None, 3.5e-3, 4.5e-3),
+                        report.Result("b", 1, "cpu", 4e-3, 0, 3.8e-3, 9, None, 3.4e-3, 4.4e-3)).startswith(
+        "the interquartile ranges overlap")
+    assert "issue" not in text.lower()
+
+
+def test_default_output_is_a_new_folder_never_the_tracked_results(saved, tmp_path, monkeypatch, capsys):
+    tracked = report.ROOT / "benchmarks" / "results" / "benchmarks.md"
+    before = tracked.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    assert report.main([str(saved)]) == 0
+    assert (tmp_path / "benchmark-report-20260102-030405" / "benchmarks.md").is_file()
+    assert "wrote benchmark-report-20260102-030405/benchmarks.md" in capsys.readouterr().out
+    assert tracked.read_bytes() == before

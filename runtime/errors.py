@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import warnings
 from typing import Callable, Sequence
 
 
@@ -42,6 +43,10 @@ class UsageError(FeatureMapsError):
     """Bad command-line arguments, reported like every other project error."""
 
 
+class FeatureMapsWarning(UserWarning):
+    """Base class: something that is likely wrong but does not stop the work (CLIs print one line)."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad argument raises UsageError (one line, exit 2) instead of printing usage."""
 
@@ -65,6 +70,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _one_line_warnings(show: Callable) -> Callable:
+    """A warnings.showwarning that prints project warnings as 'warning: ...' on stderr, like errors."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FeatureMapsWarning):
+            print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run a CLI entry point: project errors become one line on stderr and exit code 2.
 
@@ -73,7 +90,8 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     from .signals import terminate_as_interrupt
 
     try:
-        with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C
+        with terminate_as_interrupt(), warnings.catch_warnings():  # SIGTERM cleans up like Ctrl-C
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
             return main(argv)
     except FeatureMapsError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message held

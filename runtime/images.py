@@ -8,18 +8,58 @@ Conversion rules:
   16-bit and float grayscale are scaled to 0..255 rather than clipped.
 - Transparent pixels are background: black (MNIST digits are light on dark), or white
   when `invert` is set, so that they are black after the inversion too.
+- Grayscale models are taken to expect light strokes on a dark background (the MNIST
+  convention): a grayscale image whose border is bright (looks_inverted) gets one
+  InvertedImageWarning per process, naming `--invert`, unless `invert` is set.
 """
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
-from .errors import DataError, InputError
+from .errors import DataError, FeatureMapsWarning, InputError
 from .manifest import InputSpec
 
 FORMATS_HINT = "PNG, JPEG, BMP, GIF, TIFF, WebP or any other format Pillow reads"
 _MODES = {1: "L", 3: "RGB"}
+BRIGHT_BORDER = 128  # mean border pixel from which the background counts as light
+_warned = False  # one warning per process: a folder of scanned pages would repeat it for every file
+
+
+class InvertedImageWarning(FeatureMapsWarning):
+    """An image looks dark-on-light while the model expects light strokes on a dark background."""
+
+
+def looks_inverted(pixels: np.ndarray) -> bool:
+    """Whether uint8 pixels [H, W(, C)] have a light background: the mean of their outer ring
+    (an eighth of the size, at least one pixel) is at least BRIGHT_BORDER."""
+    x = np.asarray(pixels, dtype=np.float32)
+    x = x.mean(axis=-1) if x.ndim == 3 else x
+    h, w = x.shape
+    r = max(1, min(h, w) // 8)
+    inner = x[r:h - r, r:w - r]
+    border_sum = float(x.sum()) - float(inner.sum())
+    border_count = x.size - inner.size
+    return border_count > 0 and border_sum / border_count >= BRIGHT_BORDER
+
+
+def warn_if_inverted(pixels: np.ndarray, spec: InputSpec, source: str = "the image") -> bool:
+    """Warn (once per process) when a grayscale model gets an image that looks dark-on-light.
+
+    Returns whether the image looks inverted.
+    """
+    global _warned
+    if spec.image_shape[-1] != 1 or not looks_inverted(pixels):
+        return False
+    if not _warned:
+        _warned = True
+        warnings.warn(InvertedImageWarning(
+            f"{source} looks like dark strokes on a light background (its border is bright), but the model "
+            "expects light strokes on a dark background, as in MNIST: pass --invert (invert=True) if so; "
+            "this is said once"), stacklevel=3)
+    return True
 
 
 def read_image(path: str | os.PathLike, spec: InputSpec, invert: bool = False) -> np.ndarray:
@@ -58,7 +98,10 @@ def read_image(path: str | os.PathLike, spec: InputSpec, invert: bool = False) -
     if img.size != (w, h):
         img = img.resize((w, h), Image.Resampling.LANCZOS)
     pixels = np.asarray(img, dtype=np.uint8).reshape(h, w, c)
-    return 255 - pixels if invert else pixels.copy()
+    if invert:
+        return 255 - pixels
+    warn_if_inverted(pixels, spec, f"image {str(path)!r}")
+    return pixels.copy()
 
 
 def _to_mode(img, mode: str, background: int):
@@ -87,4 +130,4 @@ def _wide_gray_to_l(img):
     return Image.fromarray(np.clip(np.rint(x), 0, 255).astype(np.uint8))
 
 
-__all__ = ["read_image", "FORMATS_HINT"]
+__all__ = ["read_image", "looks_inverted", "warn_if_inverted", "InvertedImageWarning", "FORMATS_HINT"]

@@ -39,6 +39,7 @@ def test_large_colour_image_is_resized_and_made_gray(tmp_path, digit):
     assert np.abs(pixels[..., 0].astype(int) - gray_digit).mean() < 8
 
 
+@pytest.mark.filterwarnings("ignore::runtime.images.InvertedImageWarning")  # a flat bright image, on purpose
 def test_non_square_image_is_stretched_to_the_input_size(tmp_path):
     Image.new("L", (90, 30), 200).save(tmp_path / "wide.png")
     pixels = read_image(tmp_path / "wide.png", spec(16, 20, 1))
@@ -101,3 +102,48 @@ def test_unsupported_channel_count_is_an_input_error(tmp_path):
     Image.new("L", (4, 4)).save(tmp_path / "g.png")
     with pytest.raises(InputError, match="2 channels"):
         read_image(tmp_path / "g.png", spec(4, 4, 2))
+
+
+# --- dark-on-light detection ------------------------------------------------------------------------
+
+@pytest.fixture
+def fresh_warning(monkeypatch):
+    """The once-per-process inversion warning, not yet given."""
+    import runtime.images
+
+    monkeypatch.setattr(runtime.images, "_warned", False)
+
+
+def test_every_shipped_digit_is_told_apart_from_its_inverse():
+    from runtime.images import looks_inverted
+
+    x, _ = shipped_digits()
+    assert not any(looks_inverted(d) for d in x)
+    assert all(looks_inverted(255 - d) for d in x)
+    assert looks_inverted(np.full((5, 5, 3), 200, np.uint8)) and not looks_inverted(np.zeros((1, 1), np.uint8))
+
+
+def test_dark_on_light_file_warns_once_naming_invert(tmp_path, digit, fresh_warning):
+    from runtime.images import InvertedImageWarning
+
+    Image.fromarray(255 - digit).save(tmp_path / "paper.png")
+    with pytest.warns(InvertedImageWarning, match=r"paper.png' looks like dark strokes .* pass --invert"):
+        read_image(tmp_path / "paper.png", spec())
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second warning would raise
+        read_image(tmp_path / "paper.png", spec())
+        read_image(tmp_path / "paper.png", spec(), invert=True)
+
+
+def test_no_warning_for_light_on_dark_inverted_or_colour_models(tmp_path, digit, fresh_warning):
+    import warnings
+
+    Image.fromarray(digit).save(tmp_path / "d.png")
+    Image.fromarray(255 - digit).save(tmp_path / "paper.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_image(tmp_path / "d.png", spec())
+        read_image(tmp_path / "paper.png", spec(), invert=True)
+        read_image(tmp_path / "paper.png", spec(8, 8, 3))  # a colour model's expectations are not known

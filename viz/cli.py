@@ -1,7 +1,8 @@
 """`python -m viz ARTIFACTS`: draw the feature maps of one image as grayscale grid PNGs.
 
-Writes `<layer>.png` per drawn layer and `comparison.png` (the input beside every grid)
-into --out, and prints each path written.
+Writes `<layer>.png` per drawn layer (a grid under a header naming the layer, its shape,
+normalisation and value range, with a scale bar; the bare grid with --raw) and `comparison.png`
+(the input and the model's prediction beside every grid) into --out, and prints each path written.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from runtime.errors import ArgumentParser, DataError, InputError, comma_list, po
 from runtime.manifest import Manifest
 from runtime.mnist import mnist_test_set
 
-from .figures import comparison_figure, save_grid, save_png
+from .figures import comparison_figure, layer_figure, save_grid, save_png
 from .tiling import NORMALIZATIONS, SPATIAL_LAYOUTS
 
 COMPARISON = "comparison.png"
@@ -55,6 +56,8 @@ def write_figures(
     normalize: str = "map",
     labels: bool = False,
     title: str | None = None,
+    raw: bool = False,
+    subtitle: str | None = None,
 ) -> list[Path]:
     """Run one image through a loaded runtime.Model and write its grids and comparison figure.
 
@@ -64,6 +67,9 @@ def write_figures(
         out: folder for `<layer>.png` and `comparison.png` (created if needed).
         layers: outputs to draw (default: every feature map); cols, normalize, labels: as for save_grid.
         title: title of the comparison figure.
+        raw: write each layer as its bare grid (one pixel block per activation, for post-processing)
+            instead of a figure with a header and scale bar.
+        subtitle: a line under each layer's header (e.g. which image).
 
     Returns:
         The paths written: one per layer, then comparison.png.
@@ -71,21 +77,47 @@ def write_figures(
     Raises:
         InputError: unknown or non-spatial layers, or an image the model does not accept.
     """
-    names = select_layers(model.manifest, layers)
+    manifest = model.manifest
+    names = select_layers(manifest, layers)
     if not names:
         raise InputError(f"the artifacts expose no feature maps to draw; outputs: {model.output_names}")
-    acts = model.run(image, outputs=names)
-    layouts = {n: model.manifest.output(n).layout for n in names}
+    probs = _probability_output(manifest)
+    acts = model.run(image, outputs=names + ([probs] if probs and probs not in names else []))
+    layouts = {n: manifest.output(n).layout for n in names}
     out = Path(out)
-    written = [
-        save_grid(acts[n], out / f"{_file_stem(n)}.png", layout=layouts[n], cols=cols, normalize=normalize,
-                  labels=labels)
-        for n in names
-    ]
+    written = []
+    for n in names:
+        path = out / f"{_file_stem(n)}.png"
+        if raw:
+            written.append(save_grid(acts[n], path, layout=layouts[n], cols=cols, normalize=normalize, labels=labels))
+        else:
+            fig = layer_figure(acts[n], n, layouts[n], cols=cols, normalize=normalize, labels=labels,
+                               layer_class=manifest.output(n).layer_class, subtitle=subtitle)
+            written.append(save_png(fig, path))
     ordered = {n: acts[n] for n in names}  # display order is the order asked for, whatever the backend returns
-    fig = comparison_figure(image, ordered, layouts=layouts, cols=cols, normalize=normalize, title=title)
+    fig = comparison_figure(image, ordered, layouts=layouts, cols=cols, normalize=normalize, title=title,
+                            prediction=prediction_text(acts[probs][0], manifest.labels) if probs else None)
     written.append(save_png(fig, out / COMPARISON))
     return written
+
+
+def _probability_output(manifest: Manifest) -> str | None:
+    """The model's own class output ([N, classes]), whose argmax is the prediction; None if it has none."""
+    return next((o.name for o in manifest.outputs if o.role == "model_output" and o.layout == "NC"), None)
+
+
+def prediction_text(scores: np.ndarray, labels: Sequence[str] = ()) -> str:
+    """'predicted 7 (p = 0.998)' from one image's class scores (the label when the manifest has labels).
+
+    Scores that are non-negative and sum to 1 (softmax) read as probabilities; others as scores.
+    """
+    k = int(np.argmax(scores))
+    label = labels[k] if k < len(labels) else str(k)
+    total = float(np.sum(scores))
+    value = float(scores[k])
+    if np.all(scores >= 0) and abs(total - 1.0) < 1e-3:
+        return f"predicted {label} (p {'> 0.999' if value > 0.9995 else f'= {value:.3f}'})"
+    return f"predicted {label} (score = {value:.3f})"
 
 
 def _file_stem(name: str) -> str:
@@ -111,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scale each map (default), the whole layer, or nothing")
     parser.add_argument("--invert", action="store_true", help="invert pixels (for dark digits on a light background)")
     parser.add_argument("--labels", action="store_true", help="write each map's channel index on the grids")
+    parser.add_argument("--raw", action="store_true",
+                        help="write each layer as its bare grid (no header or scale bar), for post-processing")
     return parser
 
 
@@ -154,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _make_folder(args.out)
         title = f"Feature maps of {what}"
         written = write_figures(model, image, args.out, layers, cols=args.cols, normalize=args.normalize,
-                                labels=args.labels, title=title)
+                                labels=args.labels, title=title, raw=args.raw, subtitle=f"of {what}")
     for path in written:
         print(path)
     return 0

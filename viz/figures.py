@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # only for annotations: importing matplotlib here would defea
 
 TARGET_PIXELS = 800  # grids are upscaled (nearest) until their longest side reaches about this
 DPI = 100
+MIN_MAP_PX = 64  # the comparison draws every map at least this large, when MAX_PANEL_PX allows
+MAX_PANEL_PX = 1600
 
 
 def upscale_factor(shape: tuple[int, ...], target: int = TARGET_PIXELS) -> int:
@@ -81,21 +83,100 @@ def grid_figure(
     fig = Figure(figsize=(width_in, height_in + title_in), dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.0, 0.0, 1.0, height_in / (height_in + title_in)))
+    _draw_mosaic(ax, x, mosaic, normalize, cols, pad, scale if labels else None)
+    if title:
+        fig.suptitle(title, y=1.0 - 0.08 * title_in / (height_in + title_in), va="top", fontsize=11)
+    return fig
+
+
+# What black and white mean in a grid, per normalisation (the header of layer_figure says it).
+NORMALIZATION_TEXT = {
+    "map": "each map scaled to its own min..max",
+    "layer": "all maps scaled together to the layer's min..max",
+    "none": "raw values, unscaled",
+}
+
+
+def layer_figure(
+    maps,
+    name: str,
+    layout: str = "HWC",
+    cols: int | None = None,
+    normalize: str = "map",
+    labels: bool = False,
+    layer_class: str | None = None,
+    subtitle: str | None = None,
+    pad: int = 1,
+) -> "Figure":
+    """One layer's grid under a readable header, with a gray scale bar saying what black and white mean.
+
+    The header names the layer (and its class), the number and size of its maps, the
+    normalisation and the layer's value range; `subtitle` (e.g. which image) goes beneath.
+
+    Raises:
+        InputError: as tile does.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x = as_hwc(maps, layout)
+    mosaic = tile(x, "HWC", cols=cols, pad=pad, normalize=normalize)
+    scale = upscale_factor(mosaic.shape)
+    mh, mw = mosaic.shape
+    grid_w, grid_h = mw * scale / DPI, mh * scale / DPI
+    header_h, bar_h, side = (1.15 if subtitle else 0.85), 0.75, 0.3
+    fig_w = max(grid_w + 2 * side, 6.4)
+    fig_h = header_h + grid_h + bar_h
+    fig = Figure(figsize=(fig_w, fig_h), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes(((fig_w - grid_w) / 2 / fig_w, bar_h / fig_h, grid_w / fig_w, grid_h / fig_h))
+    _draw_mosaic(ax, x, mosaic, normalize, cols, pad, scale if labels else None)
+    lo, hi = float(x.min()), float(x.max())
+    what = f"{name} ({layer_class})" if layer_class else name
+    lines = [(f"{what}: {maps_shape_text(x)}", 13, "bold")]
+    if subtitle:
+        lines.append((subtitle, 10, "normal"))
+    lines.append((f"{NORMALIZATION_TEXT[normalize]}; values in this layer {lo:.3g} .. {hi:.3g}", 10, "normal"))
+    top = 1.0 - 0.12 / fig_h
+    for text, size, weight in lines:
+        fig.text(0.5, top, text, ha="center", va="top", fontsize=size, fontweight=weight)
+        top -= (size / 72 + 0.1) / fig_h
+    _scale_bar(fig, ((fig_w - min(grid_w, 4.0)) / 2 / fig_w, 0.38 / fig_h, min(grid_w, 4.0) / fig_w, 0.13 / fig_h),
+               normalize, lo, hi)
+    return fig
+
+
+def _scale_bar(fig, rect, normalize: str, lo: float, hi: float) -> None:
+    """A horizontal black-to-white bar labelled with the values its ends stand for."""
+    cax = fig.add_axes(rect)
+    cax.imshow(np.linspace(0.0, 1.0, 256)[None, :], cmap="gray", aspect="auto", extent=(0, 1, 0, 1))
+    cax.set_yticks([])
+    if normalize == "map":
+        ends = ("each map's min", "each map's max")
+    elif normalize == "none" and lo >= 0.0 and hi <= 1.0:
+        ends = ("0", "1")  # to_uint8 shows values within [0, 1] as they are
+    else:
+        ends = (f"{lo:.3g}", f"{hi:.3g}")
+    cax.set_xticks([0, 1], ends, fontsize=9)
+    cax.tick_params(length=2)
+    for spine in cax.spines.values():
+        spine.set_linewidth(0.5)
+
+
+def _draw_mosaic(ax, x: np.ndarray, mosaic: np.ndarray, normalize: str, cols, pad: int, label_scale) -> None:
+    """Show a mosaic in gray on ax; with label_scale (pixels per map pixel), number each map."""
     if normalize == "none":  # raw values: shown min..max, as the PNG fast path does
         _show_gray(ax, to_uint8(mosaic), 0, 255)
     else:
         _show_gray(ax, mosaic, 0.0, 1.0)
-    if title:
-        fig.suptitle(title, y=1.0 - 0.08 * title_in / (height_in + title_in), va="top", fontsize=11)
-    if labels:
+    if label_scale:
         h, w, c = x.shape
         _, ncols = grid_shape(c, cols)
-        font = max(5.0, min(9.0, 0.2 * w * scale * 72 / DPI))
+        font = max(5.0, min(9.0, 0.2 * w * label_scale * 72 / DPI))
         for i in range(c):
             r, k = divmod(i, ncols)
             ax.text(k * (w + pad) - 0.3, r * (h + pad) - 0.3, str(i), ha="left", va="top", fontsize=font,
                     color="white", bbox=dict(facecolor="black", alpha=0.6, pad=0.8, linewidth=0))
-    return fig
 
 
 def comparison_figure(
@@ -106,8 +187,12 @@ def comparison_figure(
     normalize: str = "map",
     title: str | None = None,
     input_title: str | None = None,
+    prediction: str | None = None,
 ) -> "Figure":
-    """The input image beside each layer's grid, each titled with its name and shape.
+    """The input image, with the model's prediction under it, beside each layer's grid.
+
+    Layer grids are stacked in one column, each titled with its name and shape, all as wide as
+    needed for the smallest map of any layer to be at least MIN_MAP_PX pixels (within MAX_PANEL_PX).
 
     Args:
         image: the input, [H,W], [H,W,1] or [H,W,3]; integers are shown as 0..255 pixels.
@@ -115,6 +200,7 @@ def comparison_figure(
         layouts: layer name -> layout ("HWC" when absent).
         cols, normalize: as for viz.tiling.tile.
         title: overall title; input_title: the input panel's title (default 'input HxWxC').
+        prediction: text under the input, e.g. "predicted 7 (p = 0.998)".
 
     Raises:
         InputError: as tile does.
@@ -127,31 +213,51 @@ def comparison_figure(
     if img.ndim == 3 and img.shape[-1] == 1:
         img = img[..., 0]
     shape = "x".join(str(d) for d in np.shape(image))
-    panels = [(input_title or f"input\n{shape}", img)]
+    panels, smallest = [], []
     for name, maps in layers.items():
-        layout = layouts.get(name, "HWC")
-        mosaic = tile(maps, layout, cols=cols, normalize=normalize)
-        panels.append((f"{name}\n{maps_shape_text(maps, layout)}", mosaic if normalize != "none" else to_uint8(mosaic)))
-
-    # Inches: every panel gets the same height, its width follows its aspect ratio.
-    margin, gap, panel_h, title_band = 0.2, 0.35, 3.0, 0.6
-    sup_band = 0.5 if title else 0.0
-    widths = [panel_h * p.shape[1] / p.shape[0] for _, p in panels]
-    fig_w = 2 * margin + sum(widths) + gap * (len(panels) - 1)
-    fig_h = margin + panel_h + title_band + sup_band
+        x = as_hwc(maps, layouts.get(name, "HWC"))
+        mosaic = tile(x, "HWC", cols=cols, normalize=normalize)
+        panels.append((f"{name}\n{maps_shape_text(x)}", mosaic if normalize != "none" else to_uint8(mosaic)))
+        smallest.append(MIN_MAP_PX * mosaic.shape[1] / min(x.shape[:2]))  # panel px for maps of MIN_MAP_PX
+    # Inches. One width for every layer panel; each panel's height follows its aspect ratio.
+    margin, gap, title_band, input_w = 0.25, 0.4, 0.55, 2.6
+    panel_w = min(max(smallest, default=0.0), MAX_PANEL_PX) / DPI
+    panel_w = max(panel_w, 4.8)
+    heights = [panel_w * p.shape[0] / p.shape[1] for _, p in panels]
+    sup_band = 0.55 if title else 0.0
+    prediction_band = 0.7 if prediction else 0.0
+    input_h = input_w * img.shape[0] / img.shape[1]
+    body_h = max(sum(h + title_band for h in heights) + gap * max(0, len(panels) - 1),
+                 title_band + input_h + prediction_band)
+    fig_w = 2 * margin + input_w + gap + panel_w
+    fig_h = sup_band + body_h + margin
     fig = Figure(figsize=(fig_w, fig_h), dpi=DPI)
     FigureCanvasAgg(fig)
-    left = margin
-    for (panel_title, pixels), width in zip(panels, widths):
-        ax = fig.add_axes((left / fig_w, margin / fig_h, width / fig_w, panel_h / fig_h))
+
+    def axes(left: float, top: float, width: float, height: float):
+        return fig.add_axes((left / fig_w, (fig_h - top - height) / fig_h, width / fig_w, height / fig_h))
+
+    top = sup_band + title_band
+    ax = axes(margin, top, input_w, input_h)
+    if img.dtype.kind in "ui":
+        _show_gray(ax, img, 0, 255)
+    else:
+        _show_gray(ax, img, min(0.0, float(img.min())), max(1.0, float(img.max())))
+    ax.set_title(input_title or f"input\n{shape}", fontsize=11)
+    if prediction:
+        ax.text(0.5, -0.06, prediction, transform=ax.transAxes, ha="center", va="top", fontsize=13,
+                fontweight="bold")
+    left = margin + input_w + gap
+    for (panel_title, pixels), height in zip(panels, heights):
+        ax = axes(left, top, panel_w, height)
         if pixels.dtype.kind in "ui":
             _show_gray(ax, pixels, 0, 255)
         else:
-            _show_gray(ax, pixels, min(0.0, float(pixels.min())), max(1.0, float(pixels.max())))
+            _show_gray(ax, pixels, 0.0, 1.0)
         ax.set_title(panel_title, fontsize=11)
-        left += width + gap
+        top += height + title_band + gap
     if title:
-        fig.suptitle(title, y=1.0 - 0.1 / fig_h, va="top", fontsize=13)
+        fig.suptitle(title, y=1.0 - 0.12 / fig_h, va="top", fontsize=13)
     return fig
 
 
@@ -220,5 +326,6 @@ def save_grid(
 
 
 __all__ = [
-    "upscale_factor", "to_uint8", "maps_shape_text", "grid_figure", "comparison_figure", "save_png", "save_grid",
+    "upscale_factor", "to_uint8", "maps_shape_text", "grid_figure", "layer_figure", "comparison_figure", "save_png",
+    "save_grid", "NORMALIZATION_TEXT",
 ]

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from runtime.errors import InputError
-from viz.figures import (comparison_figure, grid_figure, maps_shape_text, save_grid, save_png, to_uint8,
-                         upscale_factor)
+from viz.figures import (MIN_MAP_PX, NORMALIZATION_TEXT, comparison_figure, grid_figure, layer_figure,
+                         maps_shape_text, save_grid, save_png, to_uint8, upscale_factor)
 from viz.tiling import tile
 
 
@@ -103,12 +103,17 @@ def test_grid_figure_without_normalisation(tmp_path):
 def test_comparison_figure_titles_name_layers_and_shapes(tmp_path):
     digit = (np.random.default_rng(1).random((28, 28)) * 255).astype(np.uint8)
     layers = {"conv2d": relu_maps(26, 26, 32)[None], "conv2d_1": relu_maps(11, 11, 64)[None]}
-    fig = comparison_figure(digit, layers, layouts={"conv2d": "NHWC", "conv2d_1": "NHWC"}, title="digit 7")
+    fig = comparison_figure(digit, layers, layouts={"conv2d": "NHWC", "conv2d_1": "NHWC"}, title="digit 7",
+                            prediction="predicted 7 (p = 0.998)")
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["input\n28x28", "conv2d\n32 maps, 26x26", "conv2d_1\n64 maps, 11x11"]
     assert fig.texts[0].get_text() == "digit 7"
+    assert [t.get_text() for t in fig.axes[0].texts] == ["predicted 7 (p = 0.998)"]
     img = decode(save_png(fig, tmp_path / "comparison.png"))
-    assert img.size[0] > 2 * img.size[1]  # side by side
+    # Every map at least MIN_MAP_PX pixels on screen: panel width in pixels / mosaic width * map width.
+    for ax, (h, w, cols) in zip(fig.axes[1:], [(26, 26, 8), (11, 11, 8)]):
+        panel_px = ax.get_position().width * img.size[0]
+        assert panel_px / (cols * (w + 1) - 1) * w >= MIN_MAP_PX - 0.5
     assert_grayscale(img)
     assert_not_blank(img)
     assert no_pyplot_figures()
@@ -146,3 +151,22 @@ def test_save_png_rejects_non_2d_arrays(tmp_path):
     with pytest.raises(InputError, match="2D grayscale"):
         save_png(np.zeros((4, 4, 3)), tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("normalize, ends", [("map", ["each map's min", "each map's max"]),
+                                             ("layer", ["0", "3"]), ("none", ["0", "3"])])
+def test_layer_figure_header_says_what_is_shown(normalize, ends, tmp_path):
+    maps = np.minimum(relu_maps(26, 26, 32), 2.0)
+    maps[0, 0, 1] = 3.0  # the layer's maximum
+    fig = layer_figure(maps, "conv2d", normalize=normalize, layer_class="Conv2D", subtitle="of digit #0")
+    header = [t.get_text() for t in fig.texts]
+    assert header == ["conv2d (Conv2D): 32 maps, 26x26", "of digit #0",
+                      f"{NORMALIZATION_TEXT[normalize]}; values in this layer 0 .. 3"]
+    grid, bar = fig.axes
+    assert len(grid.images) == 1  # one image, not one subplot per map
+    assert [t.get_text() for t in bar.get_xticklabels()] == ends
+    img = decode(save_png(fig, tmp_path / "conv2d.png"))
+    assert img.size[0] >= 800
+    assert_grayscale(img)
+    assert_not_blank(img)
+    assert no_pyplot_figures()

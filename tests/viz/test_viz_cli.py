@@ -53,10 +53,10 @@ def test_select_layers_rejects_unknown_and_dense_outputs(fake_model):
 
 def test_write_figures_on_a_fake_model(tmp_path, fake_model):
     digit = shipped_digits()[0][0]
-    written = write_figures(fake_model, digit, tmp_path / "out", cols=4, labels=False, title="t")
+    written = write_figures(fake_model, digit, tmp_path / "out", cols=4, labels=False, title="t", raw=True)
     assert [p.name for p in written] == ["conv2d.png", "conv2d_1.png", "comparison.png"]
-    assert fake_model.calls == [["conv2d", "conv2d_1"]]
-    assert decode(written[0]).size == ((4 * 27 - 1) * 4, (8 * 27 - 1) * 4)  # 32 maps in 4 columns
+    assert fake_model.calls == [["conv2d", "conv2d_1", "dense_1"]]  # dense_1: the prediction
+    assert decode(written[0]).size == ((4 * 27 - 1) * 4, (8 * 27 - 1) * 4)  # raw: 32 maps in 4 columns
     for path in written:
         assert_gray_not_blank(path)
     assert sorted(os.listdir(tmp_path / "out")) == ["comparison.png", "conv2d.png", "conv2d_1.png"]  # no temp files
@@ -79,27 +79,29 @@ def test_default_run_writes_one_grid_per_feature_map_and_a_comparison(reference_
     assert main([str(reference_artifacts), "--out", str(out)]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(out / "conv2d.png"), str(out / "conv2d_1.png"), str(out / "comparison.png")]
-    first, second, comparison = (decode(p) for p in printed)
-    assert (first.mode, first.size) == ("L", (215 * 4, 107 * 4))  # 32 maps, 4x8
-    assert (second.mode, second.size) == ("L", (95 * 9, 95 * 9))  # 64 maps, 8x8
-    assert comparison.size[0] > 2 * comparison.size[1]
-    for path in printed:
+    for path in printed:  # headed figures: see tests/viz/test_figures.py for their contents
         assert_gray_not_blank(path)
+    assert main([str(reference_artifacts), "--out", str(out), "--raw"]) == 0
+    first, second = (decode(p) for p in capsys.readouterr().out.split()[:2])
+    assert (first.mode, first.size) == ("L", (215 * 4, 107 * 4))  # raw: 32 maps, 4x8
+    assert (second.mode, second.size) == ("L", (95 * 9, 95 * 9))  # raw: 64 maps, 8x8
 
 
 def test_image_file_gives_the_same_maps_as_the_same_test_digit(reference_artifacts, tmp_path, capsys):
     digit = shipped_digits()[0][0]
     Image.fromarray(255 - digit).convert("RGB").save(tmp_path / "digit.png")  # dark on light, colour
-    assert main([str(reference_artifacts), "--index", "0", "--out", str(tmp_path / "a"), "--layers", "conv2d"]) == 0
+    assert main([str(reference_artifacts), "--index", "0", "--out", str(tmp_path / "a"), "--layers", "conv2d",
+                 "--raw"]) == 0
     assert main([str(reference_artifacts), "--image", str(tmp_path / "digit.png"), "--invert",
-                 "--out", str(tmp_path / "b"), "--layers", "conv2d"]) == 0
+                 "--out", str(tmp_path / "b"), "--layers", "conv2d", "--raw"]) == 0
     capsys.readouterr()
     assert (tmp_path / "a" / "conv2d.png").read_bytes() == (tmp_path / "b" / "conv2d.png").read_bytes()
 
 
 def test_layers_cols_labels_and_normalize_options(reference_artifacts, tmp_path, capsys):
     out = tmp_path / "o"
-    argv = [str(reference_artifacts), "--out", str(out), "--layers", "conv2d_1", "--cols", "4", "--normalize", "layer"]
+    argv = [str(reference_artifacts), "--out", str(out), "--layers", "conv2d_1", "--cols", "4", "--normalize", "layer",
+            "--raw"]
     assert main(argv) == 0
     assert capsys.readouterr().out.split() == [str(out / "conv2d_1.png"), str(out / "comparison.png")]
     assert decode(out / "conv2d_1.png").size == (47 * 5, 191 * 5)  # 64 maps in 16 rows of 4
@@ -156,3 +158,16 @@ def test_onnx_default_needs_no_tensorflow(reference_artifacts, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.stdout.split()[-3:] == ["0", "False", "False"], proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["comparison.png", "conv2d.png", "conv2d_1.png"]
+
+
+def test_comparison_shows_the_prediction(reference_artifacts, tmp_path, capsys, shipped_digits_only):
+    import runtime
+    from viz.cli import prediction_text
+
+    assert prediction_text(np.array([0.1, 0.7, 0.2], np.float32), ["cat", "dog", "eel"]) == "predicted dog (p = 0.700)"
+    assert prediction_text(np.array([-2.0, 5.0])) == "predicted 1 (score = 5.000)"
+    with runtime.load(reference_artifacts) as model:
+        probs = model.run(shipped_digits()[0][:1], outputs=["dense_1"])["dense_1"][0]
+        written = write_figures(model, shipped_digits()[0][0], tmp_path, layers=["conv2d"])
+    assert written[-1].name == "comparison.png"
+    assert prediction_text(probs, [str(i) for i in range(10)]) == "predicted 7 (p > 0.999)"

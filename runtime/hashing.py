@@ -8,11 +8,8 @@ MANIFEST = "manifest.json"
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()  # the standard library's chunked loop (3.11+)
 
 
 def tree_files(root: Path) -> dict[str, dict]:

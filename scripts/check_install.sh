@@ -34,7 +34,7 @@ with runtime.load("artifacts", backend="onnx", device="cpu") as model:
 print({k: v.shape for k, v in maps.items()}, "predicted", maps["dense_1"].argmax(1), "labels", labels[:8])
 assert (maps["dense_1"].argmax(1) == labels[:8]).mean() >= 0.75
 PY
-step "python -m runtime info (wheel install)" "$work/venv-wheel/bin/python" -m runtime info artifacts --backend onnx >/dev/null
+step "python -m runtime info (wheel install)" bash -c "'$work/venv-wheel/bin/python' -m runtime info artifacts --backend onnx >/dev/null"
 
 # --- from the clone ---
 cd "$work/clone"

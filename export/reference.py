@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from runtime.atomic import atomic_write
-from runtime.errors import ArgumentParser, UsageError, positive_int, run_cli
+from runtime.errors import ArgumentParser, DataError, UsageError, positive_int, run_cli
 from runtime.mnist import load_mnist
 from runtime.quiet_tf import import_tensorflow
 
@@ -74,11 +74,13 @@ def train_reference(data: str | None = None, epochs: int = 3, out: Path = Path("
     seconds = time.perf_counter() - start
     test_loss, test_acc = model.evaluate(x_test, mnist["y_test"], verbose=0)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.keras")  # Keras picks the format from the suffix
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")  # Keras picks the format from the suffix
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         model.save(tmp)
         os.replace(tmp, out)
+    except OSError as exc:
+        raise DataError(f"cannot write the model to {out}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)  # after a failure or Ctrl-C: nothing half-written
     record = {
@@ -127,13 +129,13 @@ def check_out(out: Path, force: bool) -> None:
     """
     if out.suffix not in (".keras", ".h5"):
         raise UsageError(f"--out {out} must end in .keras or .h5 (the formats Keras saves)")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; expected a model file name such as mnist_cnn.keras")
     existing = [str(p) for p in (out, record_path(out)) if p.exists()]
     if existing and not force:
         shipped = " (the model shipped with featuremaps)" if out.resolve() == REFERENCE_MODEL else ""
         raise UsageError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}{shipped}; "
                          "pass --force to replace, or choose another --out")
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a folder; expected a model file name such as mnist_cnn.keras")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ if TYPE_CHECKING:  # only for annotations: importing matplotlib here would defea
 
 TARGET_PIXELS = 800  # grids are upscaled (nearest) until their longest side reaches about this
 DPI = 100
-MIN_MAP_PX = 64  # the comparison draws every map at least this large, when MAX_PANEL_PX allows
-MAX_PANEL_PX = 1600
+MIN_MAP_PX = 64  # the comparison draws every map at least this large, within the two limits below
+MAX_PANEL_PX = 1600  # width of the comparison's layer panels
+MAX_STACK_PX = 20000  # their total height: deep models (dozens of layers) get smaller maps, not a crash
 
 
 def upscale_factor(shape: tuple[int, ...], target: int = TARGET_PIXELS) -> int:
@@ -192,7 +193,8 @@ def comparison_figure(
     """The input image, with the model's prediction under it, beside each layer's grid.
 
     Layer grids are stacked in one column, each titled with its name and shape, all as wide as
-    needed for the smallest map of any layer to be at least MIN_MAP_PX pixels (within MAX_PANEL_PX).
+    needed for the smallest map of any layer to be at least MIN_MAP_PX pixels (within MAX_PANEL_PX
+    and MAX_STACK_PX: for dozens of layers, pick some with --layers).
 
     Args:
         image: the input, [H,W], [H,W,1] or [H,W,3]; integers are shown as 0..255 pixels.
@@ -221,8 +223,9 @@ def comparison_figure(
         smallest.append(MIN_MAP_PX * mosaic.shape[1] / min(x.shape[:2]))  # panel px for maps of MIN_MAP_PX
     # Inches. One width for every layer panel; each panel's height follows its aspect ratio.
     margin, gap, title_band, input_w = 0.25, 0.4, 0.55, 2.6
-    panel_w = min(max(smallest, default=0.0), MAX_PANEL_PX) / DPI
-    panel_w = max(panel_w, 4.8)
+    aspect_sum = sum(p.shape[0] / p.shape[1] for _, p in panels)  # stacked height per unit of panel width
+    panel_w = min(max(smallest, default=0.0), MAX_PANEL_PX, MAX_STACK_PX / max(aspect_sum, 1e-9)) / DPI
+    panel_w = max(panel_w, 4.8 if aspect_sum * 480 <= MAX_STACK_PX else 1.0)
     heights = [panel_w * p.shape[0] / p.shape[1] for _, p in panels]
     sup_band = 0.55 if title else 0.0
     prediction_band = 0.7 if prediction else 0.0

@@ -26,6 +26,7 @@ from typing import Sequence
 from runtime.errors import ArgumentParser, FeatureMapsError, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"  # the tracked report: written only when --out names it
 MD, PNG = "benchmarks.md", "benchmarks.png"
 
 # Display order and labels of the approaches of benchmarks/bench_backends.py.

@@ -1,4 +1,4 @@
-"""The serving section of the benchmark report: results of benchmarks/bench_serve.py (issue 12 targets).
+"""The serving section of the benchmark report: results of benchmarks/bench_serve.py, against their targets.
 
     python -m benchmarks.serve_report [JSON] [--out benchmarks/results/serve.md]
 
@@ -15,7 +15,7 @@ from runtime.errors import run_cli
 
 from . import report
 
-DEFAULT_OUT = report.DEFAULT_OUT / "serve.md"
+DEFAULT_OUT = report.RESULTS / "serve.md"
 
 
 def _ms(seconds: float | None) -> str:
@@ -42,7 +42,7 @@ def serve_section(data: dict) -> list[str]:
     singles = [i for i in infos if i.get("kind") == "serve_single"]
     if not loads and not singles:
         return []
-    lines = ["## Serving: Open Inference Protocol over loopback HTTP (issue 12 targets)", ""]
+    lines = ["## Serving: Open Inference Protocol over loopback HTTP, against targets", ""]
     if loads:
         lines += ["| clients x images per request | images/s served | in-process Model.stream at the formed batch | "
                   "ratio, median round (target >= 0.6x) | mean formed batch | p50 / p99 latency | errors | server RSS start -> end "

@@ -1,10 +1,12 @@
-"""`python -m runtime`: inspect exported artifacts (`info`) and extract feature maps (`run`).
+"""`python -m runtime`: inspect artifacts (`info`), extract feature maps (`run`), summarise them (`stats`).
 
     python -m runtime info ARTIFACTS [--backend onnx|tf]
-    python -m runtime run ARTIFACTS --input FILE [FILE ...] --out acts.npz
-        [--key NAME] [--backend onnx|tf] [--device cpu|gpu|auto] [--outputs a,b] [--batch-size N]
+    python -m runtime run ARTIFACTS --input PATH [PATH ...] --out acts.npz|acts.zarr [--ray [ADDRESS]] ...
+    python -m runtime stats ARTIFACTS --input PATH [PATH ...] --out stats/ [--k 9] [--ray [ADDRESS]] ...
     python -m runtime serve ARTIFACTS [--host H] [--port P] ...      (runtime/serve/command.py)
     python -m runtime triton ARTIFACTS --out model_repository/ ...   (runtime/triton.py)
+
+`run` and `stats` live in run_cli.py and stats_cli.py; this module only dispatches.
 
 Errors (project errors and bad arguments) are one line on stderr starting with "error:",
 exit code 2, no traceback. Nothing here imports TensorFlow unless the TF backend is used
@@ -13,39 +15,23 @@ exit code 2, no traceback. Nothing here imports TensorFlow unless the TF backend
 from __future__ import annotations
 
 import argparse
-import errno
-import glob
-import os
-import shutil
 import sys
-import tempfile
-import time
-import zipfile
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TextIO
+from typing import Iterable, Sequence
 
-import numpy as np
-
-from .api import DEVICES, load
-from .atomic import atomic_write
+from . import run_cli, stats_cli
 from .backends import BACKENDS, installed_backends, runner_class
-from .errors import ArgumentParser, ArtifactError, DataError, comma_list
+from .errors import ArgumentParser, ArtifactError
 from .hashing import sha256_file
-from .manifest import InputSpec, Manifest, read_manifest, verify_files_against
-from .preprocess import is_batch
+from .manifest import Manifest, read_manifest, verify_files_against
 from .serve.command import add_serve_parser
 from .triton import add_triton_parser
 
-ARRAY_SUFFIXES = (".npz", ".npy")
-DEFAULT_KEY = "x_test"  # Keras' mnist.npz and the shipped digits name their test images so
-GLOB_CHARS = "*?["
-
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(prog="python -m runtime", description="Inspect exported artifacts and extract their feature maps.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{info,run,serve,triton}")
+    p = ArgumentParser(prog="python -m runtime", description="Inspect exported artifacts, extract their feature maps, summarise them.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{info,run,stats,serve,triton}")
     backends = sorted(BACKENDS)
 
     info = sub.add_parser("info", help="describe an artifacts folder and the backends and devices available here",
@@ -57,22 +43,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                            "installed backend, absent files reported; probing tf imports TensorFlow)")
     info.set_defaults(func=cmd_info)
 
-    run = sub.add_parser("run", help="extract feature maps of many images into an .npz",
-                         description="Extract feature maps of many images into an .npz holding one array per output.")
-    run.add_argument("artifacts", type=Path, help="folder written by `python -m export`")
-    run.add_argument("--input", required=True, nargs="+", action="extend", metavar="FILE",
-                     help="an .npz or .npy array of images, or image files (PNG, JPEG, ...); "
-                          "repeatable; quoted globs such as 'digits/*.png' are expanded")
-    run.add_argument("--out", required=True, type=Path, help="the .npz file to write (atomically; must end in .npz)")
-    run.add_argument("--key", help=f"array to read from .npz inputs (default: {DEFAULT_KEY!r}, else the only array)")
-    run.add_argument("--backend", choices=backends, default="onnx", help="default: onnx")
-    run.add_argument("--device", choices=DEVICES, default="cpu", help="default: cpu; gpu is an error where none is usable")
-    run.add_argument("--outputs", type=comma_list, help="comma-separated output names (default: all)")
-    run.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
-    run.add_argument("--invert", action="store_true", help="invert image files (for dark digits on a light background)")
-    run.add_argument("--compress", action="store_true", help="deflate the .npz (slower; ReLU maps shrink a lot)")
-    run.add_argument("--quiet", action="store_true", help="no progress line on stderr")
-    run.set_defaults(func=cmd_run)
+    run_cli.add_parser(sub)
+    stats_cli.add_parser(sub)
     add_serve_parser(sub)  # runtime/serve/command.py
     add_triton_parser(sub)  # runtime/triton.py
     return p.parse_args(argv)
@@ -269,244 +241,4 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
 
 
-# --- run ------------------------------------------------------------------------------------------
-
-def cmd_run(args: argparse.Namespace) -> int:
-    """Extract feature maps of every input image into args.out.
-
-    Memory: one batch of inputs and its outputs at a time, plus every .npz input array (read
-    whole at the start; .npy inputs are memory-mapped instead). Outputs go to temporary .npy files beside args.out,
-    then into the .npz: the disk needs about twice the output size while this runs.
-    """
-    started = time.perf_counter()
-    out = _checked_out(args.out)
-    paths = expand_inputs(args.input)  # before loading the model: cheap mistakes first
-    with load(args.artifacts, backend=args.backend, device=args.device) as model:
-        sources = [open_source(p, model.input_spec, args.batch_size, args.key, args.invert) for p in paths]
-        total = sum(s.count for s in sources)
-        batches = model.stream(chain.from_iterable(s.items() for s in sources), args.batch_size, args.outputs)
-        progress = Progress(total, enabled=not args.quiet and total > args.batch_size and sys.stderr.isatty())
-        with NpzWriter(out, total, compress=args.compress) as writer:
-            if total == 0:  # still write every output, with zero rows
-                writer.append(model.run(np.zeros((0, *model.input_spec.image_shape), np.uint8), args.outputs))
-            try:
-                for batch in batches:
-                    writer.append(batch)
-                    progress.update(writer.rows)
-            finally:
-                progress.close()  # ends the progress line, so that an error message starts a line of its own
-            shapes = writer.commit()
-        print(f"wrote {out}: {total} images, " + ", ".join(f"{n} {list(s)}" for n, s in shapes.items())
-              + f" ({model.backend} on {model.device}, {time.perf_counter() - started:.2f} s)")
-    return 0
-
-
-def _checked_out(path: Path) -> Path:
-    """--out, checked before anything is loaded: an .npz path in a folder that accepts new files.
-
-    Raises:
-        DataError: a folder, a name not ending in .npz, a missing folder, or one where no file can be created.
-    """
-    if path.is_dir():
-        raise DataError(f"--out {str(path)!r} is a folder; expected the path of an .npz file to write")
-    if path.suffix.lower() != ".npz":
-        raise DataError(f"--out {str(path)!r} must end in .npz (the file written is an .npz archive)")
-    if not path.parent.is_dir():
-        raise DataError(f"--out {str(path)!r}: folder {str(path.parent)!r} does not exist")
-    try:  # os.access alone passes for root where creating still fails (read-only mounts, /proc)
-        if not os.access(path.parent, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise _cannot_write(path, exc, f"folder {str(path.parent)!r} does not accept new files") from None
-    return path
-
-
-def _cannot_write(path: Path, exc: OSError, what: str = "") -> DataError:
-    """The DataError for an OSError met while writing path (no traceback: a full disk is not a bug)."""
-    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
-    return DataError(f"cannot write {str(path)!r}: " + (f"{what} ({reason})" if what else reason))
-
-
-def expand_inputs(patterns: Sequence[str]) -> list[Path]:
-    """Input arguments -> existing files, in order; quoted globs are expanded (sorted).
-
-    Raises:
-        DataError: a file that does not exist, a folder, or a glob matching no file.
-    """
-    paths: list[Path] = []
-    for pattern in patterns:
-        if any(ch in pattern for ch in GLOB_CHARS) and not Path(pattern).exists():
-            matches = [Path(m) for m in sorted(glob.glob(pattern, recursive=True)) if Path(m).is_file()]
-            if not matches:
-                raise DataError(f"no input file matches {pattern!r}")
-            paths += matches
-        elif Path(pattern).is_dir():
-            raise DataError(f"input {pattern!r} is a folder; pass its files, e.g. '{pattern.rstrip('/')}/*.png'")
-        elif not Path(pattern).is_file():
-            raise DataError(f"input file {pattern!r} not found")
-        else:
-            paths.append(Path(pattern))
-    return paths
-
-
-@dataclass
-class Source:
-    """One input file: how many images it holds, and a lazy iterator of images or batches."""
-
-    path: Path
-    count: int
-    items: Callable[[], Iterator[np.ndarray]]
-
-
-def open_source(path: Path, spec: InputSpec, batch_size: int, key: str | None = None, invert: bool = False) -> Source:
-    """An input file as a Source: .npz / .npy arrays (one image or a batch), else an image file.
-
-    Raises:
-        DataError: unreadable array file, or a missing or ambiguous .npz key.
-    """
-    if path.suffix.lower() not in ARRAY_SUFFIXES:
-        from .images import read_image  # Pillow, only when image files are given
-
-        return Source(path, 1, lambda: iter([read_image(path, spec, invert)]))
-    array = read_array(path, key)
-    if not is_batch(array, spec):
-        return Source(path, 1, lambda: iter([array]))  # one image; a wrong shape is reported by the model
-    step = max(int(batch_size), 1)  # slices, so that a memory-mapped .npy is read one batch at a time
-    return Source(path, len(array), lambda: (array[i:i + step] for i in range(0, len(array), step)))
-
-
-def read_array(path: Path, key: str | None = None) -> np.ndarray:
-    """The image array of an .npy (memory-mapped) or .npz file (read whole).
-
-    The .npz array is `key`, else "x_test" if present, else the only array.
-
-    Raises:
-        DataError: unreadable file, pickled objects, or a missing or ambiguous key.
-    """
-    try:
-        if path.suffix.lower() == ".npy":
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.files)
-            return archive[_pick_key(path, keys, key)]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        if "pickle" in reason or "object" in reason.lower():  # numpy's advice to allow pickles is not ours
-            reason = "not a numeric array (Python objects, or not .npy/.npz data; pickles are never loaded)"
-        raise DataError(f"cannot read array file {str(path)!r}: {reason}") from None
-
-
-def _pick_key(path: Path, keys: list[str], key: str | None) -> str:
-    if key is not None:
-        if key not in keys:
-            raise DataError(f"{str(path)!r} has no array {key!r}; its arrays: {keys}")
-        return key
-    if DEFAULT_KEY in keys:
-        return DEFAULT_KEY
-    if len(keys) == 1:
-        return keys[0]
-    raise DataError(f"{str(path)!r} holds arrays {keys} and none is named {DEFAULT_KEY!r}; choose one with --key")
-
-
-class Progress:
-    """A one-line progress display rewritten with '\\r' (meant for a terminal's stderr)."""
-
-    def __init__(self, total: int, stream: TextIO | None = None, enabled: bool = True):
-        self.total, self.stream, self.enabled = total, stream or sys.stderr, enabled
-        self.started, self.shown = time.perf_counter(), False
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        rate = done / max(time.perf_counter() - self.started, 1e-9)
-        percent = 100 * done // max(self.total, 1)
-        self.stream.write(f"\r{done}/{self.total} images ({percent}%), {rate:,.0f} images/s")
-        self.stream.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-class NpzWriter:
-    """Write named arrays batch by batch into an .npz, holding no more than one batch in memory.
-
-    Each output streams into a temporary .npy beside the target (its header says `rows`
-    rows, known in advance); commit() zips them and renames the .npz into place. Until
-    then, and after any failure, the target is untouched and the temporaries are removed.
-    """
-
-    def __init__(self, path: Path, rows: int, compress: bool = False):
-        self.path, self.expected, self.compress = Path(path), rows, compress
-        self.files: dict[str, tuple] = {}  # name -> (open file, shape of one row, dtype)
-        self.counts: dict[str, int] = {}
-        try:
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
-        except OSError as exc:
-            raise _cannot_write(self.path, exc) from None
-
-    @property
-    def rows(self) -> int:
-        return min(self.counts.values(), default=0)
-
-    def append(self, arrays: dict[str, np.ndarray]) -> None:
-        for name, array in arrays.items():
-            if name not in self.files:
-                self._open(name, array)
-            f, row_shape, dtype = self.files[name]
-            if array.shape[1:] != row_shape or array.dtype != dtype:  # a backend bug, not a user error
-                raise RuntimeError(f"output {name!r} changed from {row_shape} {dtype} to {array.shape[1:]} "
-                                   f"{array.dtype} between batches")
-            if array.size:  # written without a copy when already contiguous
-                try:
-                    f.write(memoryview(np.ascontiguousarray(array)).cast("B"))
-                except OSError as exc:  # e.g. the disk is full
-                    raise _cannot_write(self.path, exc) from None
-            self.counts[name] += len(array)
-
-    def _open(self, name: str, first: np.ndarray) -> None:
-        try:
-            f = open(self.tmp / f"{name}.npy", "wb")
-        except OSError as exc:
-            raise _cannot_write(self.path, exc) from None
-        self.files[name] = (f, first.shape[1:], first.dtype)  # registered at once: closed by __exit__
-        self.counts[name] = 0
-        header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False,
-                  "shape": (self.expected, *first.shape[1:])}
-        try:
-            np.lib.format.write_array_header_1_0(f, header)
-        except OSError as exc:
-            raise _cannot_write(self.path, exc) from None
-
-    def commit(self) -> dict[str, tuple]:
-        """Zip the outputs into the target .npz atomically; returns name -> array shape."""
-        for f, *_ in self.files.values():
-            f.close()
-        wrong = {n: c for n, c in self.counts.items() if c != self.expected}
-        if wrong:  # would leave .npy headers that lie about their length
-            raise RuntimeError(f"expected {self.expected} rows per output, wrote {wrong}")
-        method = zipfile.ZIP_DEFLATED if self.compress else zipfile.ZIP_STORED
-        try:
-            with atomic_write(self.path) as f, zipfile.ZipFile(f, "w", method, allowZip64=True) as archive:
-                for name in self.files:  # np.savez's layout: one NAME.npy member per array
-                    archive.write(self.tmp / f"{name}.npy", arcname=f"{name}.npy")
-        except OSError as exc:  # e.g. the disk is full, or the folder stopped accepting files
-            raise _cannot_write(self.path, exc) from None
-        return {name: (self.expected, *row) for name, (_, row, _) in self.files.items()}
-
-    def __enter__(self) -> "NpzWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for f, *_ in self.files.values():
-            f.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-__all__ = ["main", "parse_args", "describe", "integrity_lines", "backend_lines", "expand_inputs", "open_source",
-           "read_array", "Progress", "NpzWriter"]
+__all__ = ["main", "parse_args", "describe", "integrity_lines", "backend_lines"]

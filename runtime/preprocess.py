@@ -21,6 +21,20 @@ def to_batch(images, spec: InputSpec, check_values: bool = True) -> np.ndarray:
     Raises:
         InputError: wrong shape, dtype or value range, or NaN/inf.
     """
+    x = as_nhwc(images, spec)
+    if x.dtype.kind in "ui":
+        return _from_pixels(x, spec)
+    if not check_values:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    return _checked_floats(x, spec)
+
+
+def as_nhwc(images, spec: InputSpec) -> np.ndarray:
+    """images as an [N, H, W, C] array of the dtype given (a view where possible), values unchecked.
+
+    Raises:
+        InputError: wrong shape or a dtype that is neither integer nor float.
+    """
     h, w, c = spec.image_shape
     try:
         x = np.asarray(images)
@@ -38,11 +52,7 @@ def to_batch(images, spec: InputSpec, check_values: bool = True) -> np.ndarray:
         x = x[..., None]
     if x.ndim != 4 or x.shape[1:] != (h, w, c):
         raise InputError(f"images must be {_accepted_shapes(spec)}; got shape {list(np.shape(images))}")
-    if x.dtype.kind in "ui":
-        return _from_pixels(x, spec)
-    if not check_values:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    return _checked_floats(x, spec)
+    return x
 
 
 def is_batch(x: np.ndarray, spec: InputSpec) -> bool:

@@ -1,0 +1,96 @@
+"""Run the model on a Ray cluster with Ray Data: map_batches over an actor pool, one loaded model per actor.
+
+Needs the [ray] extra on the driver; each worker needs `featuremaps[onnx]` and the artifacts
+folder at the same path (or a shared file system). Batches of input pixels travel from the
+driver through Ray's object store; `run` gets the maps back in order, `stats` gets one mergeable
+partial per batch (map/reduce), so both give exactly what the local path gives.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .api import Model
+from .errors import BackendError
+from .sources import Batch
+from .stats import Stats
+
+
+def connect(address: str | None) -> None:
+    """Join the Ray cluster at address ("" or None: $RAY_ADDRESS if set, else start a local runtime)."""
+    try:
+        import ray
+    except ImportError:
+        raise BackendError("--ray needs Ray: pip install 'featuremaps[ray]'") from None
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", configure_logging=True)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = address or os.environ.get("RAY_ADDRESS") or "a local runtime"
+        raise BackendError(f"cannot reach the Ray cluster at {where!r}: {' '.join(str(exc).split())}") from None
+
+
+class _Worker:
+    """A Ray actor: loads the model once, then maps batches of pixels to maps or to a partial Stats."""
+
+    def __init__(self, artifacts: str, backend: str, device: str, names: list[str], stats: bytes | None):
+        from .api import load  # in the worker process
+
+        self.model = load(artifacts, backend=backend, device=device)
+        self.names = names
+        self.empty_stats = pickle.loads(stats) if stats is not None else None
+
+    def __call__(self, batch: dict) -> dict:
+        start, images = int(batch["start"][0]), np.asarray(batch["images"][0])
+        maps = self.model.run(images, self.names)
+        if self.empty_stats is None:
+            return {"start": batch["start"], **{n: a[None] for n, a in maps.items()}}
+        partial = pickle.loads(pickle.dumps(self.empty_stats)).update(start, images, maps)
+        return {"start": batch["start"], "partial": np.array([pickle.dumps(partial)], dtype=object)}
+
+
+def _mapped(address: str, model: Model, items: Iterable[Batch], names: list[str], stats: Stats | None):
+    """A Ray Dataset of the batches, mapped by an actor pool (one actor per CPU of the cluster)."""
+    connect(address)
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # maps are written in input order
+    context.enable_progress_bars = False  # ours counts images
+    dataset = ray.data.from_items([{"start": b.start, "images": b.images} for b in items])
+    pool = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    empty = pickle.dumps(stats) if stats is not None else None
+    return dataset.map_batches(
+        _Worker, batch_size=1, batch_format="numpy", num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(pool, max(dataset.count(), 1))),
+        fn_constructor_args=(str(Path(model.folder).resolve()), model.backend, model.device, names, empty))
+
+
+def ray_maps(address: str, model: Model, items: Iterable[Batch], names: list[str]) -> Iterator[tuple]:
+    """(batch, {output name: maps}) in input order, computed on Ray."""
+    items = list(items)  # the driver keeps row names; pixels go to the object store
+    if not items:
+        return iter(())
+    by_start = {b.start: b for b in items}
+    dataset = _mapped(address, model, items, names, None)
+    return ((by_start[int(r["start"][0])], {n: np.asarray(r[n][0]) for n in names})
+            for r in dataset.iter_batches(batch_size=1, batch_format="numpy"))
+
+
+def ray_stats(address: str, model: Model, items: Iterable[Batch], empty: Stats) -> Iterator[Stats]:
+    """One partial Stats per batch, computed on Ray, for the caller to merge."""
+    items = list(items)
+    if not items:
+        return
+    names = {b.start: b.names for b in items}
+    dataset = _mapped(address, model, items, list(empty.outputs), empty)
+    for r in dataset.iter_batches(batch_size=1, batch_format="numpy"):
+        partial: Stats = pickle.loads(r["partial"][0])
+        partial.sources.update(zip(range(partial.ranges[0][0], partial.ranges[0][1]), names[partial.ranges[0][0]]))
+        yield partial

@@ -1,0 +1,346 @@
+"""Per-channel statistics and top-k images of feature maps, in one pass, as mergeable partials.
+
+    s = runtime.stats(model, images, k=9)          # or Stats(...).update(...) per batch, then a.merge(b)
+    s.write("stats/")                              # the folder format of docs: STATS contract (stats.json, topk/)
+
+Every partial holds O(channels x (bins + k x map size)) numbers, whatever the number of images,
+and merging two partials over disjoint rows gives exactly what one pass over both gives:
+sums are float64, the histogram's range only grows by doubling (bins nest exactly), and top-k
+ranks by (value descending, row ascending).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .errors import DataError, InputError
+from .hashing import MANIFEST, sha256_file
+from .manifest import Manifest
+from .paths import safe_name
+from .preprocess import as_nhwc, to_batch
+
+SCHEMA = "featuremaps.stats/1"
+NEARLY_DEAD = 0.01  # active on fewer than 1% of images
+MIN_EXP = -16  # the histogram's range is at least [0, 2**-16): the same range whatever the order of the data
+
+
+def feature_map_outputs(manifest: Manifest) -> list[str]:
+    """The exposed feature-map outputs (rank-4 NHWC), in manifest order."""
+    return [o.name for o in manifest.outputs if o.role == "feature_map" and len(o.shape) == 4 and o.layout == "NHWC"]
+
+
+class Histogram:
+    """Per-channel counts over [lo, hi) in `bins` equal bins, hi = 2**exp > every |value|, lo = -hi or 0.
+
+    The range starts as the smallest that holds the data and doubles when needed: each doubling
+    adds pairs of bins, so counts stay exact, and the final range depends only on the data.
+    """
+
+    def __init__(self, channels: int, bins: int):
+        if bins < 4 or bins & (bins - 1):
+            raise InputError(f"bins must be a power of two of at least 4 (edges then nest exactly); got {bins}")
+        self.bins, self.exp, self.signed = bins, MIN_EXP, False
+        self.counts = np.zeros((channels, bins), np.int64)
+
+    @property
+    def edges(self) -> np.ndarray:
+        hi = 2.0 ** self.exp
+        return np.linspace(-hi if self.signed else 0.0, hi, self.bins + 1)
+
+    def add(self, flat: np.ndarray) -> None:
+        """Count the values of a [rows, channels] array."""
+        if not flat.size:
+            return
+        lo, hi = float(flat.min()), float(flat.max())
+        self._grow(max(hi, -lo), lo < 0)
+        width_inv = np.float32(self.bins / (2.0 ** self.exp * (2 if self.signed else 1)))  # a power of two
+        idx = np.floor(flat * width_inv).astype(np.int64)  # exact: scaling by a power of two
+        idx += np.arange(flat.shape[1], dtype=np.int64) * self.bins + (self.bins // 2 if self.signed else 0)
+        self.counts += np.bincount(idx.ravel(), minlength=self.counts.size).reshape(self.counts.shape)
+
+    def merge(self, other: "Histogram") -> None:
+        exp, signed = max(self.exp, other.exp), self.signed or other.signed
+        self._widen(exp, signed)
+        theirs = Histogram(len(other.counts), other.bins)
+        theirs.exp, theirs.signed, theirs.counts = other.exp, other.signed, other.counts
+        theirs._widen(exp, signed)
+        self.counts += theirs.counts
+
+    def _grow(self, magnitude: float, signed: bool) -> None:
+        """Widen until 2**exp > magnitude, and to [-hi, hi) when signed."""
+        self._widen(max(math.frexp(magnitude)[1], MIN_EXP), signed)  # frexp: the smallest e with 2**e > magnitude
+
+    def _widen(self, need: int, signed: bool) -> None:
+        half = self.bins // 2
+        if signed and not self.signed:  # [0, hi) -> [-hi, hi): old pairs land in the upper half
+            self.counts = np.concatenate([np.zeros_like(self.counts[:, :half]), self._pairs()], axis=1)
+            self.signed = True
+        while self.exp < need:  # [lo, hi) -> [2lo, 2hi): pairs of bins merge
+            pairs = self._pairs()
+            pad = np.zeros_like(self.counts[:, :half // 2 if self.signed else half])
+            self.counts = np.concatenate([pad, pairs, pad] if self.signed else [pairs, pad], axis=1)
+            self.exp += 1
+
+    def _pairs(self) -> np.ndarray:
+        return self.counts.reshape(len(self.counts), -1, 2).sum(axis=2)
+
+
+class OutputStats:
+    """Running statistics of one [N, H, W, C] output: per channel sums, extremes, counts, histogram, top-k."""
+
+    def __init__(self, shape: tuple, k: int, bins: int, threshold: float):
+        self.shape = tuple(int(d) for d in shape)  # (H, W, C)
+        c = self.shape[2]
+        self.k, self.threshold, self.values = k, float(threshold), 0  # values per channel seen
+        self.sum, self.sumsq = np.zeros(c), np.zeros(c)
+        self.max, self.min = np.full(c, -np.inf, np.float32), np.full(c, np.inf, np.float32)
+        self.zeros, self.active = np.zeros(c, np.int64), np.zeros(c, np.int64)
+        self.histogram = Histogram(c, bins)
+        self.top_value = np.full((c, k), -np.inf, np.float32)
+        self.top_index = np.full((c, k), -1, np.int64)
+        self.top_maps = np.zeros((c, k, *self.shape[:2]), np.float32)
+        self.top_images: np.ndarray | None = None  # [C, k, Hin, Win, Cin], dtype of the first images seen
+
+    def update(self, start: int, maps: np.ndarray, images: np.ndarray) -> None:
+        n, c = len(maps), self.shape[2]
+        if not n:
+            return
+        flat = maps.reshape(-1, c)
+        self.values += len(flat)
+        self.sum += flat.sum(axis=0, dtype=np.float64)
+        self.sumsq += np.einsum("ij,ij->j", flat, flat, dtype=np.float64)
+        np.minimum(self.min, flat.min(axis=0), out=self.min)
+        spatial_max = maps.reshape(n, -1, c).max(axis=1)  # [n, C]
+        np.maximum(self.max, spatial_max.max(axis=0), out=self.max)
+        self.zeros += len(flat) - np.count_nonzero(flat, axis=0)
+        self.active += np.count_nonzero(spatial_max > self.threshold, axis=0)
+        self.histogram.add(flat)
+        # Top-k of this batch first (cheap, [C, n]), then only those k maps are gathered.
+        value, index = spatial_max.T, np.broadcast_to(np.arange(start, start + n), (c, n))
+        order = np.lexsort((index, -value), axis=-1)[:, :self.k]
+        rows = order  # row within the batch
+        channel = np.arange(c)[:, None]
+        self._keep(np.take_along_axis(value, order, -1), np.take_along_axis(index, order, -1),
+                   maps[rows, :, :, channel], images[rows])
+
+    def merge(self, other: "OutputStats") -> None:
+        self.values += other.values
+        self.sum += other.sum
+        self.sumsq += other.sumsq
+        np.minimum(self.min, other.min, out=self.min)
+        np.maximum(self.max, other.max, out=self.max)
+        self.zeros += other.zeros
+        self.active += other.active
+        self.histogram.merge(other.histogram)
+        if other.top_images is not None:
+            self._keep(other.top_value, other.top_index, other.top_maps, other.top_images)
+
+    def _keep(self, value, index, maps, images) -> None:
+        """Keep the k best of the current winners and these candidates ([C, m] each; maps [C, m, H, W])."""
+        if self.top_images is None:
+            self.top_images = np.zeros((*self.top_value.shape, *images.shape[2:]), images.dtype)
+        value = np.concatenate([self.top_value, value], axis=1)
+        index = np.concatenate([self.top_index, index], axis=1)
+        order = np.lexsort((np.where(index < 0, np.iinfo(np.int64).max, index), -value), axis=-1)[:, :self.k]
+        channel = np.arange(len(value))[:, None]
+        self.top_maps = np.concatenate([self.top_maps, maps], axis=1)[channel, order]
+        self.top_images = np.concatenate([self.top_images, images], axis=1)[channel, order]
+        self.top_value, self.top_index = value[channel, order], index[channel, order]
+
+    def channels(self, images: int) -> list[dict]:
+        n = max(self.values, 1)
+        mean = self.sum / n
+        std = np.sqrt(np.maximum(self.sumsq / n - mean * mean, 0.0))
+        return [{"index": c, "mean": float(mean[c]), "std": float(std[c]), "max": float(self.max[c]),
+                 "min": float(self.min[c]), "zero_fraction": float(self.zeros[c] / n),
+                 "dead": bool(self.active[c] == 0), "nearly_dead": bool(self.active[c] < NEARLY_DEAD * images)}
+                for c in range(self.shape[2])]
+
+
+class Stats:
+    """Statistics of the feature-map outputs over the rows seen so far; merge() partials over disjoint rows."""
+
+    def __init__(self, manifest: Manifest, outputs: Iterable[str] | None = None, k: int = 9, bins: int = 64,
+                 threshold: float = 0.0, artifacts_sha256: str = ""):
+        names = list(outputs) if outputs is not None else feature_map_outputs(manifest)
+        maps = feature_map_outputs(manifest)
+        wrong = [n for n in names if n not in maps]
+        if wrong or not names:
+            raise InputError(f"statistics cover feature-map outputs (rank-4 NHWC); got {wrong or names}; "
+                             f"available: {maps}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"k must be a positive integer; got {k!r}")
+        self.manifest, self.k, self.bins, self.threshold = manifest, k, bins, float(threshold)
+        self.artifacts_sha256 = artifacts_sha256
+        self.outputs = {safe_name(n): OutputStats(manifest.output(n).shape[1:], k, bins, threshold) for n in names}
+        self.images = 0
+        self.ranges: list[tuple[int, int]] = []  # rows seen, to refuse overlapping merges
+        self.sources: dict[int, str] = {}
+        self.input_dtype: np.dtype | None = None
+
+    def update(self, start: int, images: np.ndarray, maps: dict[str, np.ndarray], names: list[str] | None = None):
+        """Add rows start .. start+len(images): their raw images and the model's outputs for them."""
+        images = self._as_stored(as_nhwc(images, self.manifest.input))
+        for name, stats in self.outputs.items():
+            stats.update(start, maps[name], images)
+        self._add_rows(start, len(images), names)
+        return self
+
+    def merge(self, other: "Stats") -> "Stats":
+        """Add another partial over other rows (in place); returns self."""
+        if (other.k, other.bins, other.threshold, list(other.outputs)) != (self.k, self.bins, self.threshold,
+                                                                          list(self.outputs)):
+            raise InputError("cannot merge statistics taken with different k, bins, threshold or outputs")
+        for a, b in self.ranges:
+            for c, d in other.ranges:
+                if a < d and c < b:
+                    raise InputError(f"cannot merge statistics of overlapping rows {a}..{b - 1} and {c}..{d - 1}")
+        if self.input_dtype is None:
+            self.input_dtype = other.input_dtype
+        elif other.input_dtype is not None and other.input_dtype != self.input_dtype:
+            self._promote()
+            other._promote()
+        for name, stats in self.outputs.items():
+            stats.merge(other.outputs[name])
+        self.images += other.images
+        self.ranges += other.ranges
+        self.sources.update(other.sources)
+        return self
+
+    def _as_stored(self, images: np.ndarray) -> np.ndarray:
+        """Images in one dtype for all rows: as given, or preprocessed float32 once pixels and floats meet."""
+        if self.input_dtype is None:
+            self.input_dtype = images.dtype
+        if images.dtype == self.input_dtype:
+            return images
+        self._promote()
+        return to_batch(images, self.manifest.input)
+
+    def _promote(self) -> None:
+        """Keep winners' images as preprocessed float32 from now on."""
+        for stats in self.outputs.values():
+            t = stats.top_images
+            if t is not None and t.dtype != np.float32:
+                stats.top_images = to_batch(t.reshape(-1, *t.shape[2:]), self.manifest.input).reshape(t.shape)
+        self.input_dtype = np.dtype(np.float32)
+
+    def _add_rows(self, start: int, count: int, names: list[str] | None) -> None:
+        self.images += count
+        if count:
+            self.ranges.append((start, start + count))
+        if names is not None:
+            self.sources.update(zip(range(start, start + count), names))
+
+    def to_json(self) -> dict:
+        """stats.json's content (see the module docstring for the format)."""
+        src = self.manifest.source_model
+        return {
+            "schema": SCHEMA, "model": src.get("name", ""), "artifacts_sha256": self.artifacts_sha256,
+            "images": self.images, "k": self.k, "threshold": self.threshold,
+            "input": {"shape": list(self.manifest.input.image_shape),
+                      "dtype": str(self.input_dtype) if self.input_dtype is not None else "uint8"},
+            "outputs": {name: {"layer": self.manifest.output(name).layer, "shape": list(s.shape),
+                               "channels": s.channels(self.images),
+                               "histogram": {"edges": s.histogram.edges.tolist(), "counts": s.histogram.counts.tolist()},
+                               "topk": f"topk/{name}.npz"} for name, s in self.outputs.items()},
+            "sources": "sources.txt" if self._has_all_sources() else None,
+        }
+
+    def _has_all_sources(self) -> bool:
+        return self.images > 0 and len(self.sources) == self.images
+
+    def write(self, folder: str | os.PathLike) -> Path:
+        """Write the stats folder atomically: built beside it, renamed on success (replacing an older one).
+
+        Raises:
+            DataError: folder exists and is not a stats folder, or cannot be written.
+        """
+        folder = Path(folder)
+        if folder.exists() and not (folder.is_dir() and (folder / "stats.json").is_file()):
+            raise DataError(f"--out {str(folder)!r} exists and is not a stats folder; refusing to replace it")
+        if not folder.parent.is_dir():
+            raise DataError(f"--out {str(folder)!r}: folder {str(folder.parent)!r} does not exist")
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        except OSError as exc:
+            raise DataError(f"cannot write {str(folder)!r}: {exc.strerror or exc}") from None
+        try:
+            (tmp / "topk").mkdir()
+            for name, s in self.outputs.items():
+                np.savez(tmp / "topk" / f"{name}.npz", index=s.top_index, value=s.top_value, maps=s.top_maps,
+                         images=s.top_images if s.top_images is not None
+                         else np.zeros((*s.top_value.shape, *self.manifest.input.image_shape), np.uint8))
+            if self._has_all_sources():
+                (tmp / "sources.txt").write_text("".join(self.sources[i].replace("\n", " ") + "\n"
+                                                         for i in sorted(self.sources)))
+            (tmp / "stats.json").write_text(json.dumps(self.to_json(), indent=1))
+            os.chmod(tmp, 0o777 & ~_umask())
+            old = None
+            if folder.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+                os.replace(folder, old / "stats")
+            os.replace(tmp, folder)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError as exc:
+            raise DataError(f"cannot write {str(folder)!r}: {exc.strerror or exc}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return folder
+
+
+def _umask() -> int:
+    from .atomic import umask
+
+    return umask()
+
+
+def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, outputs: Iterable[str] | None = None,
+          batch_size: int = 256, sources: list[str] | None = None, progress: bool = False) -> Stats:
+    """Per-channel statistics and top-k of a model's feature maps over images, in one bounded-memory pass.
+
+    Args:
+        model: a loaded runtime.Model, or an artifacts folder (loaded with the onnx backend).
+        images: an array of images ([N,H,W] or [N,H,W,C], uint8 pixels or preprocessed floats; a
+            memory-mapped array is read one batch at a time), or an iterable of runtime.sources.Batch.
+        k, bins, threshold: top-k size, histogram bins (a power of two), the "dead" threshold.
+        outputs: feature-map outputs to cover (default: all of them).
+        sources: one name per row of an array input (e.g. file names), written to sources.txt.
+        progress: show a progress bar on stderr (when it is a terminal).
+
+    Returns:
+        a Stats; .write(folder) writes it, .merge(other) adds another partial.
+    """
+    from .api import load
+    from .progress import progress_bar
+    from .sources import Batch
+
+    if not hasattr(model, "run"):
+        with load(model) as loaded:
+            return stats(loaded, images, k, bins, threshold, outputs, batch_size, sources, progress)
+    result = Stats(model.manifest, outputs, k, bins, threshold, sha256_file(Path(model.folder) / MANIFEST))
+    if isinstance(images, np.ndarray):
+        array = as_nhwc(images, model.input_spec)  # a view: a memory-mapped array stays on disk
+        total = len(array)
+        if sources is not None and len(sources) != total:
+            raise InputError(f"sources must name every image: got {len(sources)} names for {total} images")
+        images = (Batch(i, array[i:i + batch_size], sources[i:i + batch_size] if sources else None)
+                  for i in range(0, total, batch_size))
+    else:
+        total = None
+    names = list(result.outputs)
+    with progress_bar(total, quiet=not progress) as bar:
+        for batch in images:
+            result.update(batch.start, batch.images, model.run(batch.images, names), batch.names)
+            bar.update(len(batch.images))
+    return result
+
+
+__all__ = ["stats", "Stats", "OutputStats", "Histogram", "feature_map_outputs", "SCHEMA"]

@@ -1,0 +1,262 @@
+"""Writers of `run`: one array per output, batch by batch, into an .npz (small jobs) or a Zarr v3 store.
+
+Both build beside the target and move it into place on commit: until then, and after any
+failure or interrupt, the target is as it was and the temporaries are removed.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write
+from .errors import DataError
+from .hashing import MANIFEST, sha256_file
+from .manifest import Manifest
+from .paths import confine, safe_name
+
+SUFFIXES = (".npz", ".zarr")
+# Blosc/Zstd level 1 without shuffling: on ReLU maps (70-80% zeros) it was both the smallest and
+# the fastest of zstd/lz4 x shuffle/bitshuffle/noshuffle (benchmarks/dataset_scale.py measures it).
+ZARR_CODEC = {"cname": "zstd", "clevel": 1, "shuffle": "noshuffle"}
+SOURCES = "sources"  # .npz member / Zarr attribute naming the source file of each row (image inputs)
+MAX_CHUNK_ROWS = 32  # one image's maps read by decompressing at most 32 images' worth
+
+
+def cannot_write(path: Path, exc: OSError, what: str = "") -> DataError:
+    """The DataError for an OSError met while writing path (no traceback: a full disk is not a bug)."""
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    return DataError(f"cannot write {str(path)!r}: " + (f"{what} ({reason})" if what else reason))
+
+
+def check_out(path: Path) -> Path:
+    """--out, checked before anything is loaded: an .npz file or .zarr store in a folder that accepts new files.
+
+    An existing .zarr target must be a Zarr store (it is replaced on success); nothing else is replaced.
+
+    Raises:
+        DataError: a wrong suffix, a missing folder, a folder that refuses files, or a target of the wrong kind.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        if path.is_dir():
+            raise DataError(f"--out {str(path)!r} is a folder; expected the path of an .npz file or a .zarr store")
+        raise DataError(f"--out {str(path)!r} must end in .npz (one archive) or .zarr (a chunked Zarr v3 store)")
+    if suffix == ".npz" and path.is_dir():
+        raise DataError(f"--out {str(path)!r} is a folder; expected the path of an .npz file to write")
+    if suffix == ".zarr" and path.exists() and not _is_zarr_store(path):
+        raise DataError(f"--out {str(path)!r} exists and is not a Zarr store; refusing to replace it")
+    if not path.parent.is_dir():
+        raise DataError(f"--out {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    try:  # os.access alone passes for root where creating still fails (read-only mounts, /proc)
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise cannot_write(path, exc, f"folder {str(path.parent)!r} does not accept new files") from None
+    return path
+
+
+def _is_zarr_store(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and (path / "zarr.json").is_file()
+
+
+def summary(manifest: Manifest, folder: Path, names: list[str]) -> dict:
+    """What a store records about the model that wrote it: the manifest's input, the outputs written."""
+    return {
+        "model": manifest.source_model.get("name", ""),
+        "artifacts": str(folder),
+        "artifacts_sha256": sha256_file(Path(folder) / MANIFEST),
+        "input": {"name": manifest.input.name, "shape": list(manifest.input.shape), "layout": manifest.input.layout,
+                  "preprocessing": asdict(manifest.input.preprocessing)},
+        "outputs": {n: {k: v for k, v in asdict(manifest.output(n)).items() if k != "name"} for n in names},
+    }
+
+
+def open_writer(path: Path, rows: int, batch_size: int = 256, compress: bool = False, attrs: dict | None = None):
+    """An NpzWriter or a ZarrWriter, by the suffix of path (checked by check_out)."""
+    if path.suffix.lower() == ".zarr":
+        return ZarrWriter(path, rows, chunk_rows(batch_size), attrs or {})
+    return NpzWriter(path, rows, compress)
+
+
+def chunk_rows(batch_size: int) -> int:
+    """The largest divisor of batch_size up to MAX_CHUNK_ROWS: each batch fills whole chunks (no re-reads)."""
+    return max(d for d in range(1, min(batch_size, MAX_CHUNK_ROWS) + 1) if batch_size % d == 0)
+
+
+class _Writer:
+    """What both writers share: a temporary build beside the target, per-output row counts, cleanup."""
+
+    def __init__(self, path: Path, rows: int):
+        self.path, self.expected = Path(path), rows
+        self.counts: dict[str, int] = {}
+        self.specs: dict[str, tuple] = {}  # name -> (shape of one row, dtype)
+        try:
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        except OSError as exc:
+            raise cannot_write(self.path, exc) from None
+
+    @property
+    def rows(self) -> int:
+        return min(self.counts.values(), default=0)
+
+    def append(self, arrays: dict[str, np.ndarray]) -> None:
+        for name, array in arrays.items():
+            if name not in self.specs:
+                self.specs[name], self.counts[name] = (array.shape[1:], array.dtype), 0
+                self._open(safe_name(name), array)
+            row_shape, dtype = self.specs[name]
+            if array.shape[1:] != row_shape or array.dtype != dtype:  # a backend bug, not a user error
+                raise RuntimeError(f"output {name!r} changed from {row_shape} {dtype} to {array.shape[1:]} "
+                                   f"{array.dtype} between batches")
+            if len(array):
+                try:
+                    self._write(name, array)
+                except OSError as exc:  # e.g. the disk is full
+                    raise cannot_write(self.path, exc) from None
+            self.counts[name] += len(array)
+
+    def _check_complete(self) -> None:
+        wrong = {n: c for n, c in self.counts.items() if c != self.expected}
+        if wrong:  # would leave arrays that lie about their length
+            raise RuntimeError(f"expected {self.expected} rows per output, wrote {wrong}")
+
+    def shapes(self) -> dict[str, tuple]:
+        return {name: (self.expected, *row) for name, (row, _) in self.specs.items()}
+
+    def _open(self, name: str, first: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _write(self, name: str, array: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class NpzWriter(_Writer):
+    """Stream outputs into temporary .npy files (headers say `rows` rows), zip them on commit.
+
+    The disk needs about twice the output size while this runs.
+    """
+
+    def __init__(self, path: Path, rows: int, compress: bool = False):
+        super().__init__(path, rows)
+        self.compress = compress
+        self.files: dict[str, object] = {}
+
+    def _open(self, name: str, first: np.ndarray) -> None:
+        try:
+            self.files[name] = f = open(confine(self.tmp, f"{name}.npy", "output file"), "wb")
+            header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False,
+                      "shape": (self.expected, *first.shape[1:])}
+            np.lib.format.write_array_header_1_0(f, header)
+        except OSError as exc:
+            raise cannot_write(self.path, exc) from None
+
+    def _write(self, name: str, array: np.ndarray) -> None:
+        self.files[name].write(memoryview(np.ascontiguousarray(array)).cast("B"))  # no copy when contiguous
+
+    def commit(self, sources: list[str] | None = None) -> dict[str, tuple]:
+        """Zip the outputs, and `sources` (one name per row) as a "sources" member, into the .npz atomically.
+
+        Returns:
+            output name -> array shape.
+        """
+        for f in self.files.values():
+            f.close()
+        self._check_complete()
+        extra = {} if sources is None else {SOURCES: np.array(sources, dtype=str)}
+        if SOURCES in extra and SOURCES in self.files:
+            raise DataError(f"an output is named {SOURCES!r}, like the member that names each row's source file; "
+                            "leave it out with --outputs")
+        method = zipfile.ZIP_DEFLATED if self.compress else zipfile.ZIP_STORED
+        try:
+            for name, array in extra.items():
+                np.save(confine(self.tmp, f"{safe_name(name)}.npy", "output file"), array, allow_pickle=False)
+            with atomic_write(self.path) as f, zipfile.ZipFile(f, "w", method, allowZip64=True) as archive:
+                for name in [*self.files, *extra]:  # np.savez's layout: one NAME.npy member per array
+                    archive.write(self.tmp / f"{name}.npy", arcname=f"{name}.npy")
+        except OSError as exc:  # e.g. the disk is full, or the folder stopped accepting files
+            raise cannot_write(self.path, exc) from None
+        return self.shapes()
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        super().close()
+
+
+class ZarrWriter(_Writer):
+    """A Zarr v3 store: one array per output named like it, chunked along the batch, Blosc/Zstd compressed.
+
+    The store is built in a hidden folder beside the target with attrs "complete": false, and renamed
+    into place by commit(), which sets "complete": true; an existing store at the target is replaced then.
+    """
+
+    def __init__(self, path: Path, rows: int, chunk_rows: int, attrs: dict):
+        try:
+            import zarr
+        except ImportError:
+            raise DataError(f"writing {str(path)!r} needs zarr: pip install 'featuremaps[store]' "
+                            "(or write an .npz)") from None
+        super().__init__(path, rows)
+        self.chunk_rows = max(1, int(chunk_rows))
+        self.arrays: dict[str, object] = {}
+        try:
+            self.group = zarr.open_group(store=str(self.tmp), mode="w", zarr_format=3)
+            self.group.attrs.update({**attrs, "images": rows, "complete": False})
+        except OSError as exc:
+            self.close()
+            raise cannot_write(self.path, exc) from None
+
+    def _open(self, name: str, first: np.ndarray) -> None:
+        from zarr.codecs import BloscCodec
+
+        confine(self.tmp, name, "output name")
+        self.arrays[name] = self.group.create_array(
+            name, shape=(self.expected, *first.shape[1:]), chunks=(self.chunk_rows, *first.shape[1:]),
+            dtype=first.dtype, compressors=BloscCodec(**ZARR_CODEC), fill_value=0)
+
+    def _write(self, name: str, array: np.ndarray) -> None:
+        start = self.counts[name]
+        self.arrays[name][start:start + len(array)] = array
+
+    def commit(self, sources: list[str] | None = None) -> dict[str, tuple]:
+        """Mark the store complete (attrs "sources": one name per row, if given) and move it into place.
+
+        Returns:
+            output name -> array shape.
+        """
+        self._check_complete()
+        try:
+            self.group.attrs.update({**({SOURCES: list(sources)} if sources is not None else {}), "complete": True})
+            old = None
+            if _is_zarr_store(self.path):  # checked by check_out: only a Zarr store is ever replaced
+                old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
+                os.replace(self.path, old / "store")
+            os.replace(self.tmp, self.path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError as exc:
+            raise cannot_write(self.path, exc) from None
+        return self.shapes()
+
+
+__all__ = ["check_out", "open_writer", "summary", "chunk_rows", "NpzWriter", "ZarrWriter", "cannot_write",
+           "ZARR_CODEC"]

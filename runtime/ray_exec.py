@@ -7,6 +7,7 @@ partial per batch (map/reduce), so both give exactly what the local path gives.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -59,17 +60,19 @@ def _mapped(address: str, model: Model, items: Iterable[Batch], names: list[str]
     """A Ray Dataset of the batches, mapped by an actor pool (one actor per CPU of the cluster)."""
     connect(address)
     import ray
+    import ray.data
 
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO lines would bury our messages and bar
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # maps are written in input order
     context.enable_progress_bars = False  # ours counts images
     dataset = ray.data.from_items([{"start": b.start, "images": b.images} for b in items])
     pool = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    empty = pickle.dumps(stats) if stats is not None else None
+    args = (str(Path(model.folder).resolve()), model.backend, model.device, names,
+            pickle.dumps(stats) if stats is not None else None)
     return dataset.map_batches(
-        _Worker, batch_size=1, batch_format="numpy", num_cpus=1,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(pool, max(dataset.count(), 1))),
-        fn_constructor_args=(str(Path(model.folder).resolve()), model.backend, model.device, names, empty))
+        _Worker, batch_size=1, batch_format="numpy", num_cpus=1, fn_constructor_args=args,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(pool, max(dataset.count(), 1))))
 
 
 def ray_maps(address: str, model: Model, items: Iterable[Batch], names: list[str]) -> Iterator[tuple]:

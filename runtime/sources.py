@@ -84,7 +84,8 @@ def open_source(path: Path, spec: InputSpec, batch_size: int, key: str | None = 
     if not is_batch(array, spec):
         return Source(path, 1, lambda: iter([np.asarray(array[...])]), lambda i: f"{path}{member}")
     step = max(int(batch_size), 1)  # slices: a memory-mapped or Zarr array is read one batch at a time
-    return Source(path, len(array), lambda: (np.asarray(array[i:i + step]) for i in range(0, len(array), step)),
+    count = int(array.shape[0])
+    return Source(path, count, lambda: (np.asarray(array[i:i + step]) for i in range(0, count, step)),
                   lambda i: f"{path}{member}[{i}]")
 
 

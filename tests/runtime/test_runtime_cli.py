@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.cli import NpzWriter, Progress, main
+from runtime.cli import main
 from runtime.compare import compare_outputs, failures
 from runtime.errors import DataError, run_cli
 from runtime.manifest import read_manifest
+from runtime.store import NpzWriter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -230,17 +231,23 @@ def test_run_on_png_files_and_globs(capsys, tmp_path, digits, loaded, reference_
     code, _, err = cli(capsys, "run", reference_artifacts, "--input", folder / "digit_0.png", folder / "digit_1.png",
                        "--input", folder / "digit_2.png", "--out", tmp_path / "a.npz")
     assert code == 0, err
-    assert_close(read_npz(tmp_path / "a.npz"), {n: a[:3] for n, a in expected.items()})
+    acts = read_npz(tmp_path / "a.npz")
+    assert acts.pop("sources").tolist() == [str(folder / f"digit_{i}.png") for i in range(3)]  # row -> file
+    assert_close(acts, {n: a[:3] for n, a in expected.items()})
 
     code, stdout, err = cli(capsys, "run", reference_artifacts, "--input", str(folder / "digit_*.png"),
                             "--out", tmp_path / "b.npz", "--batch-size", 2)
     assert code == 0 and "5 images" in stdout, err
-    assert_close(read_npz(tmp_path / "b.npz"), expected)  # sorted glob: digit_0 .. digit_4
+    acts = read_npz(tmp_path / "b.npz")
+    assert acts.pop("sources").tolist() == [str(folder / f"digit_{i}.png") for i in range(5)]  # sorted glob
+    assert_close(acts, expected)
 
     code, _, err = cli(capsys, "run", reference_artifacts, "--input", tmp_path / "dark_on_light.png", "--invert",
                        "--out", tmp_path / "c.npz")
     assert code == 0, err
-    assert_close(read_npz(tmp_path / "c.npz"), {n: a[:1] for n, a in expected.items()})
+    acts = read_npz(tmp_path / "c.npz")
+    assert acts.pop("sources").tolist() == [str(tmp_path / "dark_on_light.png")]
+    assert_close(acts, {n: a[:1] for n, a in expected.items()})
 
 
 def test_empty_input_writes_empty_arrays_of_the_right_shapes(capsys, tmp_path, reference_artifacts):
@@ -293,7 +300,7 @@ def nan_npy(folder: Path) -> Path:
 RUN_ERRORS = {
     "missing input": (lambda d: d / "missing.npz", [], "input file '"),
     "glob matching nothing": (lambda d: d / "*.nothing", [], "no input file matches"),
-    "folder as input": (lambda d: d, [], "is a folder; pass its files"),
+    "folder without images": (lambda d: d, [], "holds no image files"),
     "unreadable npz": (bad_npz, [], "cannot read array file"),
     "pickled objects": (pickled_npy, [], "cannot read array file"),
     "wrong shape": (wrong_shape_npy, [], "with H,W = 28,28; got shape [4, 27, 28]"),
@@ -339,11 +346,11 @@ def test_bad_out_and_artifacts(capsys, tmp_path, digits_npz, artifacts_copy):
     code, _, err = cli(capsys, "run", artifacts_copy, "--input", digits_npz, "--out", tmp_path / "a.npz")
     assert_one_line_error(code, err, "'model.onnx' does not match the manifest's sha256")
     code, _, err = cli(capsys)
-    assert_one_line_error(code, err, "the following arguments are required: {info,run,serve,triton}")
+    assert_one_line_error(code, err, "the following arguments are required: {info,run,stats,serve,triton}")
 
 
 def test_out_must_end_in_npz(capsys, tmp_path, digits_npz, monkeypatch):
-    monkeypatch.setattr("runtime.cli.load", refuse_to_load)
+    monkeypatch.setattr("runtime.run_cli.load", refuse_to_load)
     for name in ("acts", "acts.npy", "acts.npz.tmp"):
         code, stdout, err = cli(capsys, "run", "artifacts", "--input", digits_npz, "--out", tmp_path / name)
         assert_one_line_error(code, err, f"--out '{tmp_path / name}' must end in .npz")
@@ -356,7 +363,7 @@ def refuse_to_load(*args, **kwargs):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc, which refuses new files even to root")
 def test_out_in_a_folder_that_refuses_files_is_an_error_before_loading(capsys, digits_npz, monkeypatch):
-    monkeypatch.setattr("runtime.cli.load", refuse_to_load)
+    monkeypatch.setattr("runtime.run_cli.load", refuse_to_load)
     code, stdout, err = cli(capsys, "run", "artifacts", "--input", digits_npz, "--out", "/proc/x.npz")
     assert_one_line_error(code, err, "cannot write '/proc/x.npz': folder '/proc' does not accept new files")
     assert stdout == ""
@@ -372,7 +379,7 @@ def test_npz_writer_reports_write_failures_as_data_errors(tmp_path, monkeypatch)
 
     target = tmp_path / "a.npz"
     target.write_bytes(b"previous results")
-    monkeypatch.setattr("runtime.cli.atomic_write", full_disk)
+    monkeypatch.setattr("runtime.store.atomic_write", full_disk)
     with pytest.raises(DataError, match=f"cannot write '{re.escape(str(target))}': No space left on device"):
         with NpzWriter(target, 2) as writer:
             writer.append({"x": np.ones((2, 3), np.float32)})
@@ -419,19 +426,18 @@ def test_python_m_runtime_run_writes_what_model_run_gives(tmp_path, digits, load
 
 # --- pieces ---------------------------------------------------------------------------------------
 
-def test_progress_line():
-    stream = io.StringIO()
-    progress = Progress(100, stream)
-    progress.update(40)
-    progress.update(100)
-    progress.close()
-    text = stream.getvalue()
-    assert text.startswith("\r40/100 images (40%), ") and "\r100/100 images (100%), " in text and text.endswith("\n")
-    quiet = io.StringIO()
-    progress = Progress(100, quiet, enabled=False)
-    progress.update(50)
-    progress.close()
-    assert quiet.getvalue() == ""
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    from runtime.progress import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, quiet, shown in ((Terminal(), False, True), (Terminal(), True, False), (io.StringIO(), False, False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        with progress_bar(100, quiet) as bar:
+            bar.update(40)
+        assert ("/100 [" in stream.getvalue()) == shown, stream.getvalue()
 
 
 def test_npz_writer_is_atomic(tmp_path):

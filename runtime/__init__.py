@@ -9,9 +9,10 @@ from .compare import DEFAULT_TOLERANCE, Tolerance, compare_outputs
 from .errors import (ArtifactError, BackendError, DataError, DeviceError, ExportError, FeatureMapsError,
                      InputError)
 from .manifest import Manifest, read_manifest
+from .stats import Stats, stats  # the function shadows the submodule's name: runtime.stats(model, images)
 
 __all__ = [
-    "load", "Model", "resolve_device", "installed_backends", "read_manifest", "Manifest",
+    "load", "Model", "stats", "Stats", "resolve_device", "installed_backends", "read_manifest", "Manifest",
     "Tolerance", "DEFAULT_TOLERANCE", "compare_outputs",
     "FeatureMapsError", "ArtifactError", "InputError", "BackendError", "DeviceError", "DataError", "ExportError",
 ]

@@ -210,7 +210,7 @@ class Stats:
         for name, stats in self.outputs.items():
             stats.merge(other.outputs[name])
         self.images += other.images
-        self.ranges += other.ranges
+        self.ranges = _coalesce(self.ranges + other.ranges)
         self.sources.update(other.sources)
         return self
 
@@ -234,7 +234,7 @@ class Stats:
     def _add_rows(self, start: int, count: int, names: list[str] | None) -> None:
         self.images += count
         if count:
-            self.ranges.append((start, start + count))
+            self.ranges = _coalesce(self.ranges + [(start, start + count)])
         if names is not None:
             self.sources.update(zip(range(start, start + count), names))
 
@@ -262,11 +262,7 @@ class Stats:
         Raises:
             DataError: folder exists and is not a stats folder, or cannot be written.
         """
-        folder = Path(folder)
-        if folder.exists() and not (folder.is_dir() and (folder / "stats.json").is_file()):
-            raise DataError(f"--out {str(folder)!r} exists and is not a stats folder; refusing to replace it")
-        if not folder.parent.is_dir():
-            raise DataError(f"--out {str(folder)!r}: folder {str(folder.parent)!r} does not exist")
+        folder = check_out(folder)
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
         except OSError as exc:
@@ -294,6 +290,31 @@ class Stats:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return folder
+
+
+def check_out(folder: str | os.PathLike) -> Path:
+    """A stats folder to write: new, or an older stats folder (replaced); never anything else.
+
+    Raises:
+        DataError: folder exists and is not a stats folder, or its parent folder does not exist.
+    """
+    folder = Path(folder)
+    if folder.exists() and not (folder.is_dir() and not folder.is_symlink() and (folder / "stats.json").is_file()):
+        raise DataError(f"--out {str(folder)!r} exists and is not a stats folder; refusing to replace it")
+    if not folder.parent.is_dir():
+        raise DataError(f"--out {str(folder)!r}: folder {str(folder.parent)!r} does not exist")
+    return folder
+
+
+def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted [start, stop) ranges with touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for start, stop in sorted(ranges):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], stop))
+        else:
+            out.append((start, stop))
+    return out
 
 
 def _umask() -> int:

@@ -6,13 +6,12 @@ import time
 from pathlib import Path
 
 from .api import load
-from .errors import DataError
 from .hashing import MANIFEST, sha256_file
 from .pipeline import Pipelined
 from .progress import progress_bar
 from .run_cli import add_input_arguments, open_inputs
 from .sources import batches, expand_inputs
-from .stats import Stats
+from .stats import Stats, check_out
 
 
 def add_parser(sub) -> None:
@@ -31,11 +30,7 @@ def add_parser(sub) -> None:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    out = args.out
-    if out.exists() and not (out / "stats.json").is_file():
-        raise DataError(f"--out {str(out)!r} exists and is not a stats folder; refusing to replace it")
-    if not out.parent.is_dir():
-        raise DataError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
+    out = check_out(args.out)  # before loading the model: cheap mistakes first
     args.paths = expand_inputs(args.input)
     with load(args.artifacts, backend=args.backend, device=args.device) as model:
         result = Stats(model.manifest, args.outputs, args.k, args.bins, args.threshold,

@@ -1,0 +1,52 @@
+"""`--ray`: Ray Data map_batches over an actor pool on a local 2-CPU Ray runtime gives what the local path gives."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from runtime.cli import main
+from runtime.errors import run_cli
+
+ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray runtime with 2 CPUs (what `--ray` without an address starts), shut down afterwards."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def run(capsys, *argv) -> str:
+    code = run_cli(main, [str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def test_run_and_stats_on_ray_equal_the_local_path(local_ray, capsys, tmp_path, digits, reference_artifacts):
+    import zarr
+
+    np.save(tmp_path / "x.npy", digits[0][:40])
+    common = [reference_artifacts, "--input", tmp_path / "x.npy", "--batch-size", 16]
+    assert ", Ray, " in run(capsys, "run", *common, "--out", tmp_path / "ray.zarr", "--ray")
+    run(capsys, "run", *common, "--out", tmp_path / "local.zarr")
+    on_ray, local = (zarr.open_group(str(tmp_path / f), mode="r") for f in ("ray.zarr", "local.zarr"))
+    for name in ("dense_1", "conv2d", "conv2d_1"):
+        np.testing.assert_array_equal(on_ray[name][:], local[name][:])
+
+    run(capsys, "stats", *common, "--out", tmp_path / "ray_stats", "--ray", "--k", "4")
+    run(capsys, "stats", *common, "--out", tmp_path / "local_stats", "--k", "4")
+    a, b = (json.loads((tmp_path / f / "stats.json").read_text()) for f in ("ray_stats", "local_stats"))
+    for name in ("conv2d", "conv2d_1"):
+        for x, y in zip(a["outputs"][name]["channels"], b["outputs"][name]["channels"]):
+            assert x.keys() == y.keys() and x == pytest.approx(y, rel=1e-12)  # sums merged in another order
+        assert a["outputs"][name]["histogram"] == b["outputs"][name]["histogram"]
+        with np.load(tmp_path / "ray_stats" / "topk" / f"{name}.npz") as f, \
+                np.load(tmp_path / "local_stats" / "topk" / f"{name}.npz") as g:
+            for key in ("index", "value", "maps", "images"):
+                np.testing.assert_array_equal(f[key], g[key])
+    assert (tmp_path / "ray_stats" / "sources.txt").read_text() == (tmp_path / "local_stats" / "sources.txt").read_text()

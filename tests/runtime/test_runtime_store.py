@@ -16,7 +16,7 @@ from PIL import Image
 
 from runtime.cli import main
 from runtime.errors import ArtifactError, DataError, run_cli
-from runtime.store import NpzWriter, ZarrWriter, chunk_rows
+from runtime.store import ZARR_CODEC, NpzWriter, ZarrWriter, chunk_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,7 @@ def test_zarr_store_holds_each_output_chunked_along_the_batch(capsys, tmp_path, 
     for name, array in expected.items():
         np.testing.assert_array_equal(store[name][:], array)  # the same bits as Model.run
         assert store[name].chunks == (chunk_rows(24), *array.shape[1:]) == (24, *array.shape[1:])
-        assert store[name].compressors[0].to_dict()["configuration"]["cname"] == "zstd"
+        assert store[name].compressors[0].to_dict()["configuration"]["cname"] == ZARR_CODEC["cname"]
     np.testing.assert_array_equal(store["conv2d"][37], expected["conv2d"][37])  # one image, one chunk read
     attrs = store.attrs.asdict()
     assert attrs["complete"] is True and attrs["images"] == 64 and "sources" not in attrs

@@ -92,13 +92,16 @@ def test_histogram_of_signed_data_growing_in_scale():
     chunks = [rng.normal(0, scale, (500, 3)).astype(np.float32) for scale in (0.001, 0.5, 3.0, 40.0)]
     chunks[0] = np.abs(chunks[0])  # starts unsigned, then turns signed and doubles several times
     one = Histogram(3, 16)
+    def add(h: Histogram, chunk: np.ndarray) -> None:
+        h.add(chunk, float(chunk.min()), float(chunk.max()))
+
     for chunk in chunks:
-        one.add(chunk)
+        add(one, chunk)
     left, right = Histogram(3, 16), Histogram(3, 16)
-    left.add(chunks[3])
-    right.add(chunks[0])
-    right.add(chunks[1])
-    left.add(chunks[2])
+    add(left, chunks[3])
+    add(right, chunks[0])
+    add(right, chunks[1])
+    add(left, chunks[2])
     left.merge(right)
     data = np.concatenate(chunks)
     assert one.edges[0] == -one.edges[-1] and one.edges[-1] > np.abs(data).max() >= one.edges[-1] / 2

@@ -1,7 +1,17 @@
 """Per-channel statistics and top-k images of feature maps, in one pass, as mergeable partials.
 
     s = runtime.stats(model, images, k=9)          # or Stats(...).update(...) per batch, then a.merge(b)
-    s.write("stats/")                              # the folder format of docs: STATS contract (stats.json, topk/)
+    s.write("stats/")
+
+The folder (read by viz's gallery; schema "featuremaps.stats/1"):
+    stats.json       model, artifacts_sha256 (of manifest.json), images, k, threshold, input {shape, dtype},
+                     outputs {name: {layer, shape [H,W,C], channels [{index, mean, std, max, min,
+                     zero_fraction, dead, nearly_dead}], histogram {edges [bins+1], counts [C][bins]},
+                     topk "topk/<name>.npz"}}, sources "sources.txt" or null
+    topk/<name>.npz  index [C,k] int64 (-1: fewer than k images), value [C,k] float32 (spatial max, descending;
+                     ties: lower row first), maps [C,k,H,W] float32, images [C,k,Hin,Win,Cin] (pixels as given)
+    sources.txt      one input name per row (a file name, or "file.npz:key[i]")
+"dead": never above threshold anywhere; "nearly_dead": above it on fewer than 1% of images.
 
 Every partial holds O(channels x (bins + k x map size)) numbers, whatever the number of images,
 and merging two partials over disjoint rows gives exactly what one pass over both gives:
@@ -327,7 +337,7 @@ def _umask() -> int:
 
 
 def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, outputs: Iterable[str] | None = None,
-          batch_size: int = 256, sources: list[str] | None = None, progress: bool = False) -> Stats:
+          batch_size: int = 256, sources: list[str] | None = None, start: int = 0, progress: bool = False) -> Stats:
     """Per-channel statistics and top-k of a model's feature maps over images, in one bounded-memory pass.
 
     Args:
@@ -337,6 +347,7 @@ def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, out
         k, bins, threshold: top-k size, histogram bins (a power of two), the "dead" threshold.
         outputs: feature-map outputs to cover (default: all of them).
         sources: one name per row of an array input (e.g. file names), written to sources.txt.
+        start: the row number of an array's first image (for partials over parts of a data set).
         progress: show a progress bar on stderr (when it is a terminal).
 
     Returns:
@@ -348,14 +359,14 @@ def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, out
 
     if not hasattr(model, "run"):
         with load(model) as loaded:
-            return stats(loaded, images, k, bins, threshold, outputs, batch_size, sources, progress)
+            return stats(loaded, images, k, bins, threshold, outputs, batch_size, sources, start, progress)
     result = Stats(model.manifest, outputs, k, bins, threshold, sha256_file(Path(model.folder) / MANIFEST))
     if isinstance(images, np.ndarray):
         array = as_nhwc(images, model.input_spec)  # a view: a memory-mapped array stays on disk
         total = len(array)
         if sources is not None and len(sources) != total:
             raise InputError(f"sources must name every image: got {len(sources)} names for {total} images")
-        images = (Batch(i, array[i:i + batch_size], sources[i:i + batch_size] if sources else None)
+        images = (Batch(start + i, array[i:i + batch_size], sources[i:i + batch_size] if sources else None)
                   for i in range(0, total, batch_size))
     else:
         total = None

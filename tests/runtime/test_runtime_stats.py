@@ -82,6 +82,9 @@ def test_merged_partials_equal_one_pass(subset, maps, loaded, reference_artifact
     merged = parts[0].merge(parts[1]).merge(parts[2])
     assert_equal_to_brute_force(merged, maps, subset)
     assert [merged.sources[i] for i in range(208)] == [f"row{i}" for i in range(208)]
+    api = runtime.stats(model, subset[:100], k=K, threshold=THRESHOLD).merge(
+        runtime.stats(model, subset[100:], k=K, threshold=THRESHOLD, start=100))  # the README's example
+    assert_equal_to_brute_force(api, maps, subset)
     with pytest.raises(InputError, match="overlapping rows 0..207 and 60..79"):
         merged.merge(Stats(model.manifest, k=K, threshold=THRESHOLD).update(60, subset[60:80],
                                                                          {n: a[60:80] for n, a in maps.items()}))

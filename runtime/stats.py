@@ -171,8 +171,10 @@ class OutputStats:
         n = max(self.values, 1)
         mean = self.sum / n
         std = np.sqrt(np.maximum(self.sumsq / n - mean * mean, 0.0))
-        return [{"index": c, "mean": float(mean[c]), "std": float(std[c]), "max": float(self.max[c]),
-                 "min": float(self.min[c]), "zero_fraction": float(self.zeros[c] / n),
+        empty = self.values == 0  # no images: no extremes (JSON has no infinities)
+        return [{"index": c, "mean": float(mean[c]), "std": float(std[c]),
+                 "max": None if empty else float(self.max[c]), "min": None if empty else float(self.min[c]),
+                 "zero_fraction": float(self.zeros[c] / n),
                  "dead": bool(self.active[c] == 0), "nearly_dead": bool(self.active[c] < NEARLY_DEAD * images)}
                 for c in range(self.shape[2])]
 

@@ -85,7 +85,7 @@ def summary(manifest: Manifest, folder: Path, names: list[str]) -> dict:
 def open_writer(path: Path, rows: int, batch_size: int = 256, compress: bool = False, attrs: dict | None = None):
     """An NpzWriter or a ZarrWriter, by the suffix of path (checked by check_out)."""
     if path.suffix.lower() == ".zarr":
-        return ZarrWriter(path, rows, chunk_rows(batch_size), attrs or {})
+        return ZarrWriter(path, rows, chunk_rows(batch_size), attrs or {}, shard_rows=batch_size)
     return NpzWriter(path, rows, compress)
 
 
@@ -206,11 +206,13 @@ class NpzWriter(_Writer):
 class ZarrWriter(_Writer):
     """A Zarr v3 store: one array per output named like it, chunked along the batch, Blosc-compressed.
 
-    The store is built in a hidden folder beside the target with attrs "complete": false, and renamed
+    With shard_rows, chunks are grouped in shards of that many rows (one file per shard): zarr's
+    cost per file was larger than the compression of a 32-image chunk, and readers still
+    decompress one chunk to read one image. The store is built in a hidden folder beside the target with attrs "complete": false, and renamed
     into place by commit(), which sets "complete": true; an existing store at the target is replaced then.
     """
 
-    def __init__(self, path: Path, rows: int, chunk_rows: int, attrs: dict):
+    def __init__(self, path: Path, rows: int, chunk_rows: int, attrs: dict, shard_rows: int | None = None):
         try:
             import zarr
         except ImportError:
@@ -218,6 +220,7 @@ class ZarrWriter(_Writer):
                             "(or write an .npz)") from None
         super().__init__(path, rows)
         self.chunk_rows = max(1, int(chunk_rows))
+        self.shard_rows = shard_rows if shard_rows and shard_rows % self.chunk_rows == 0 else None
         self.arrays: dict[str, object] = {}
         try:
             self.group = zarr.open_group(store=str(self.tmp), mode="w", zarr_format=3)
@@ -232,7 +235,9 @@ class ZarrWriter(_Writer):
         confine(self.tmp, name, "output name")
         self.arrays[name] = self.group.create_array(
             name, shape=(self.expected, *first.shape[1:]), chunks=(self.chunk_rows, *first.shape[1:]),
-            dtype=first.dtype, compressors=BloscCodec(**ZARR_CODEC), fill_value=0)
+            shards=(self.shard_rows, *first.shape[1:]) if self.shard_rows else None,
+            dtype=first.dtype, compressors=BloscCodec(**ZARR_CODEC), fill_value=0,
+            config={"write_empty_chunks": True})  # zarr's all-zero check per chunk cost more than compressing
 
     def _write(self, name: str, array: np.ndarray) -> None:
         start = self.counts[name]

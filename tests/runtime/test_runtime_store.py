@@ -48,6 +48,7 @@ def test_zarr_store_holds_each_output_chunked_along_the_batch(capsys, tmp_path, 
     assert sorted(n for n, _ in store.arrays()) == ["conv2d", "conv2d_1", "dense_1"]
     for name, array in expected.items():
         np.testing.assert_array_equal(store[name][:], array)  # the same bits as Model.run
+        assert store[name].shards == (24, *array.shape[1:])  # one file per output and batch
         assert store[name].chunks == (chunk_rows(24), *array.shape[1:]) == (24, *array.shape[1:])
         assert store[name].compressors[0].to_dict()["configuration"]["cname"] == ZARR_CODEC["cname"]
     np.testing.assert_array_equal(store["conv2d"][37], expected["conv2d"][37])  # one image, one chunk read

@@ -7,6 +7,7 @@ partial per batch (map/reduce), so both give exactly what the local path gives.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import pickle
@@ -52,7 +53,7 @@ class _Worker:
         maps = self.model.run(images, self.names)
         if self.empty_stats is None:
             return {"start": batch["start"], **{n: a[None] for n, a in maps.items()}}
-        partial = pickle.loads(pickle.dumps(self.empty_stats)).update(start, images, maps)
+        partial = copy.deepcopy(self.empty_stats).update(start, images, maps)
         return {"start": batch["start"], "partial": np.array([pickle.dumps(partial)], dtype=object)}
 
 
@@ -91,9 +92,10 @@ def ray_stats(address: str, model: Model, items: Iterable[Batch], empty: Stats) 
     items = list(items)
     if not items:
         return
-    names = {b.start: b.names for b in items}
+    row_names = {b.start: b.names for b in items}  # kept on the driver
     dataset = _mapped(address, model, items, list(empty.outputs), empty)
     for r in dataset.iter_batches(batch_size=1, batch_format="numpy"):
         partial: Stats = pickle.loads(r["partial"][0])
-        partial.sources.update(zip(range(partial.ranges[0][0], partial.ranges[0][1]), names[partial.ranges[0][0]]))
+        start = int(r["start"][0])
+        partial.sources.update(zip(range(start, start + partial.images), row_names[start]))
         yield partial

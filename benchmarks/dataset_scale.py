@@ -31,7 +31,11 @@ def job(kind: str, artifacts: str, images: str, out: str, n: int) -> dict:
     import runtime
     from runtime.cli import main
 
-    started = time.perf_counter()
+    def cpu() -> float:  # every thread of this process: robust to other work on the machine, unlike wall time
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    started, cpu_started = time.perf_counter(), cpu()
     if kind == "stream":
         with runtime.load(artifacts) as model:
             for _ in model.stream(np.load(images, mmap_mode="r")[:n], batch_size=256):
@@ -45,11 +49,12 @@ def job(kind: str, artifacts: str, images: str, out: str, n: int) -> dict:
             t = time.perf_counter()
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
             startup = time.perf_counter() - t
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), cpu()
         if main(argv) != 0:
             raise SystemExit(f"{kind} failed")
     seconds = time.perf_counter() - started
-    result = {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    result = {"seconds": seconds, "cpu_seconds": cpu() - cpu_started,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if kind == "ray_run":
         result["startup_seconds"] = startup
     return result
@@ -142,7 +147,7 @@ def main(argv=None) -> int:
     lines = [f"# Dataset scale ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu}, "
              f"{len(os.sched_getaffinity(0))} CPUs usable, load average {os.getloadavg()[0]:.1f})", ""]
     lines += ["| images | stream img/s | run->zarr img/s | ratio | size / raw float32 | stats img/s | ratio | "
-              "stats peak RSS |", "|---|---|---|---|---|---|---|---|"]
+              "stats peak RSS | CPU us/img: stream, run, stats |", "|---|---|---|---|---|---|---|---|---|"]
     report = {"cpu": cpu, "rows": []}
     for n in counts:
         store, stats_dir = args.work / "acts.zarr", args.work / "stats"
@@ -156,12 +161,13 @@ def main(argv=None) -> int:
         raw = n * (26 * 26 * 32 + 11 * 11 * 64 + 10) * 4
         row = {"images": n, "stream_ips": n / stream["seconds"], "run_ips": n / run["seconds"],
                "size_ratio": size / raw, "stats_ips": n / stats["seconds"], "stats_rss_mb": stats["peak_rss_mb"],
-               "run_rss_mb": run["peak_rss_mb"]}
+               "run_rss_mb": run["peak_rss_mb"],
+               "cpu_us": {k: 1e6 * j["cpu_seconds"] / n for k, j in (("stream", stream), ("run", run), ("stats", stats))}}
         report["rows"].append(row)
         lines.append(f"| {n:,} | {row['stream_ips']:,.0f} | {row['run_ips']:,.0f} | "
                      f"{row['run_ips'] / row['stream_ips']:.2f}x | {row['size_ratio']:.3f} ({size / 1e9:.2f} GB) | "
                      f"{row['stats_ips']:,.0f} | {row['stats_ips'] / row['stream_ips']:.2f}x | "
-                     f"{row['stats_rss_mb']:,.0f} MB |")
+                     f"{row['stats_rss_mb']:,.0f} MB | " + ", ".join(f"{v:,.0f}" for v in row["cpu_us"].values()) + " |")
         print(lines[-1], flush=True)
     parts = breakdown(args.artifacts, x[:2048])
     report["breakdown"] = parts

@@ -30,7 +30,8 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                                  "else the only array)")
     p.add_argument("--backend", choices=sorted(BACKENDS), default="onnx", help="default: onnx")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="default: cpu; gpu is an error where none is usable")
-    p.add_argument("--outputs", type=comma_list, help="comma-separated output names (default: all)")
+    p.add_argument("--outputs", type=comma_list,
+                   help="comma-separated output names (default: all; for stats, every feature map)")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
     p.add_argument("--invert", action="store_true", help="invert image files (for dark digits on a light background)")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",

@@ -11,6 +11,7 @@ import copy
 import logging
 import os
 import pickle
+import socket
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -30,12 +31,25 @@ def connect(address: str | None) -> None:
         raise BackendError("--ray needs Ray: pip install 'featuremaps[ray]'") from None
     if ray.is_initialized():
         return
+    _check_reachable(address or os.environ.get("RAY_ADDRESS", ""))
     try:
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", configure_logging=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a local runtime"
         raise BackendError(f"cannot reach the Ray cluster at {where!r}: {' '.join(str(exc).split())}") from None
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a HOST:PORT nobody listens at (ray.init retries for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return  # "auto", "local", ray://...: Ray's own checks
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise BackendError(f"cannot reach the Ray cluster at {address!r}: {exc.strerror or exc}; start one with "
+                           "`ray start --head`, or leave out the address for a local Ray runtime") from None
 
 
 class _Worker:

@@ -12,6 +12,18 @@ from runtime.errors import run_cli
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
 
+def test_an_unreachable_cluster_is_a_one_line_error_in_seconds(capsys, tmp_path, digits, reference_artifacts):
+    if ray.is_initialized():  # connect() joins the running runtime instead
+        pytest.skip("a Ray runtime is already running in this process")
+    np.save(tmp_path / "x.npy", digits[0][:4])
+    code = run_cli(main, ["stats", str(reference_artifacts), "--input", str(tmp_path / "x.npy"),
+                          "--out", str(tmp_path / "s"), "--ray", "127.0.0.1:1"])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot reach the Ray cluster at '127.0.0.1:1'" in err and "ray start --head" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray runtime with 2 CPUs (what `--ray` without an address starts), shut down afterwards."""

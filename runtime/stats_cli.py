@@ -5,11 +5,10 @@ import argparse
 import time
 from pathlib import Path
 
-from .api import load
 from .hashing import MANIFEST, sha256_file
 from .pipeline import Pipelined
 from .progress import progress_bar
-from .run_cli import add_input_arguments, open_inputs
+from .run_cli import add_input_arguments, load_model, open_inputs
 from .sources import batches, expand_inputs
 from .stats import Stats, check_out
 
@@ -32,7 +31,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = check_out(args.out)  # before loading the model: cheap mistakes first
     args.paths = expand_inputs(args.input)
-    with load(args.artifacts, backend=args.backend, device=args.device) as model:
+    with load_model(args) as model:
         result = Stats(model.manifest, args.outputs, args.k, args.bins, args.threshold,
                        sha256_file(Path(args.artifacts) / MANIFEST))
         sources = open_inputs(args, model)

@@ -56,9 +56,9 @@ class _Worker:
     """A Ray actor: loads the model once, then maps batches of pixels to maps or to a partial Stats."""
 
     def __init__(self, artifacts: str, backend: str, device: str, names: list[str], stats: bytes | None):
-        from .api import load  # in the worker process
+        from .run_cli import load_model  # in the worker process
 
-        self.model = load(artifacts, backend=backend, device=device)
+        self.model = load_model(artifacts, backend, device)
         self.names = names
         self.empty_stats = pickle.loads(stats) if stats is not None else None
 

@@ -31,7 +31,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = check_out(args.out)  # before loading the model: cheap mistakes first
     args.paths = expand_inputs(args.input)
-    with load_model(args) as model:
+    with load_model(args.artifacts, args.backend, args.device) as model:
         result = Stats(model.manifest, args.outputs, args.k, args.bins, args.threshold,
                        sha256_file(Path(args.artifacts) / MANIFEST))
         sources = open_inputs(args, model)

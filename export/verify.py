@@ -45,8 +45,9 @@ def verification_images(spec: InputSpec, data: str | None = None, labelled: bool
     return np.concatenate([digits, noise]), None, source
 
 
-def batch_size(manifest: Manifest, budget: int = BATCH_BYTES) -> int:
+def batch_size(manifest: Manifest, budget: int | None = None) -> int:
     """Images per verification batch, so that one engine's outputs for a batch fit in budget bytes."""
+    budget = BATCH_BYTES if budget is None else budget
     per_image = sum(4 * prod(o.shape[1:]) for o in manifest.outputs)
     return max(1, min(MAX_BATCH, budget // per_image))
 

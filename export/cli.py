@@ -31,9 +31,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--allow-unsafe", action="store_true",
                    help="load models with Lambda layers (runs code stored in the file: trusted files only)")
-    p.add_argument("--atol", type=float, default=Tolerance.atol, help="verification absolute tolerance")
+    p.add_argument("--atol", type=float, default=Tolerance.atol,
+                   help=f"verification: error allowed as a fraction of each output's largest magnitude "
+                        f"(default {Tolerance.atol:g})")
     p.add_argument("--rtol", type=float, default=Tolerance.rtol,
-                   help="verification tolerance relative to each output's largest magnitude")
+                   help=f"verification: further error allowed as a fraction of each channel's largest magnitude "
+                        f"(default {Tolerance.rtol:g}; see runtime/compare.py)")
     p.add_argument("--scale", type=float, default=Preprocessing.scale,
                    help="input = pixel * scale + offset (default 1/255)")
     p.add_argument("--offset", type=float, default=Preprocessing.offset)

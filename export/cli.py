@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -12,6 +14,8 @@ from runtime.manifest import Manifest, Preprocessing
 
 from .artifacts import DEFAULT_OPSET
 from .reference import REFERENCE_MODEL
+
+STARTED = time.perf_counter()  # imported at process start, before TensorFlow: the wall time users wait
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -27,9 +31,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--allow-unsafe", action="store_true",
                    help="load models with Lambda layers (runs code stored in the file: trusted files only)")
-    p.add_argument("--atol", type=float, default=Tolerance.atol, help="verification absolute tolerance")
+    p.add_argument("--atol", type=float, default=Tolerance.atol,
+                   help=f"verification: error allowed as a fraction of each output's largest magnitude "
+                        f"(default {Tolerance.atol:g})")
     p.add_argument("--rtol", type=float, default=Tolerance.rtol,
-                   help="verification tolerance relative to each output's largest magnitude")
+                   help=f"verification: further error allowed as a fraction of each channel's largest magnitude "
+                        f"(default {Tolerance.rtol:g}; see runtime/compare.py)")
     p.add_argument("--scale", type=float, default=Preprocessing.scale,
                    help="input = pixel * scale + offset (default 1/255)")
     p.add_argument("--offset", type=float, default=Preprocessing.offset)
@@ -41,21 +48,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     import_tensorflow()  # now, quietly: keras and the exporter import it next
     from .pipeline import ExportOptions, export_model
+    from .progress import Progress
 
     options = ExportOptions(
         layers=args.layers, data=args.data, opset=args.opset, force=args.force, allow_unsafe=args.allow_unsafe,
         tolerance=Tolerance(args.atol, args.rtol), preprocessing=Preprocessing(scale=args.scale, offset=args.offset),
         labels=args.labels,
     )
-    manifest = export_model(args.model, args.out, options)
-    print(summary(manifest, args.out))
+    manifest = export_model(args.model, args.out, options, Progress(sys.stderr))
+    print(summary(manifest, args.out, time.perf_counter() - STARTED))
     return 0
 
 
-def summary(manifest: Manifest, out: Path) -> str:
-    """A short human summary: outputs, verification, files."""
+def summary(manifest: Manifest, out: Path, seconds: float) -> str:
+    """A short human summary: outputs, verification, files; seconds is the process' wall time so far."""
     v = manifest.verification
-    lines = [f"exported {manifest.source_model['file']} -> {out}/ in {v['seconds']} s"]
+    lines = [f"exported {manifest.source_model['file']} -> {out}/ in {seconds:.1f} s"]
     lines.append(f"  input  {manifest.input.name}: float32 {list(manifest.input.shape)}")
     for o in manifest.outputs:
         errors = v["outputs"][o.name]
@@ -65,7 +73,10 @@ def summary(manifest: Manifest, out: Path) -> str:
                  + ("all outputs agree" if v["passed"] else "FAILED")
                  + f" within atol {v['tolerance']['atol']:g}, rtol {v['tolerance']['rtol']:g}")
     if "accuracy" in v:
-        lines.append("  accuracy " + ", ".join(f"{k} {a:.4f}" for k, a in v["accuracy"].items()))
+        lines.append(f"  accuracy on {v.get('accuracy_images', v['images'])} labelled images: "
+                     + ", ".join(f"{k} {a:.4f}" for k, a in v["accuracy"].items()))
+    else:
+        lines.append("  accuracy not scored: no labels known to apply to this model (pass --data with labels)")
     size = sum(f["bytes"] for f in manifest.files.values())
     lines.append(f"  files: manifest.json, model.onnx, saved_model/ ({size / 1e6:.2f} MB), opset {manifest.onnx['opset']}")
     if manifest.preview:

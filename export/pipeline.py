@@ -1,6 +1,7 @@
 """Keras model file -> verified artifacts folder, published atomically."""
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import shutil
@@ -22,6 +23,8 @@ from runtime.preprocess import to_batch
 from .artifacts import DEFAULT_OPSET, serving_function, write_onnx, write_saved_model
 from .graph import feature_model, input_spec, select_layers
 from .model_io import load_keras_model
+from .progress import Progress
+from .reference import REFERENCE_MODEL
 from .verify import verification_images, verify
 
 
@@ -37,8 +40,11 @@ class ExportOptions:
     labels: list[str] | None = None
 
 
-def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options: ExportOptions | None = None) -> Manifest:
+def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options: ExportOptions | None = None,
+                 progress: Progress | None = None) -> Manifest:
     """Export a trained Keras model into out/ (manifest.json, model.onnx, saved_model/).
+
+    progress reports each stage (load, SavedModel, ONNX, verification); silent when None.
 
     Everything is built and verified in a temporary folder beside out/ and renamed into
     place only on success: after any failure or Ctrl-C, a previous out/ is untouched.
@@ -47,29 +53,36 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
         ExportError: bad model, layers or output folder, or outputs that disagree.
     """
     options = options or ExportOptions()
+    progress = progress or Progress(None)
     out = Path(out).absolute()
     _check_target(out, options.force, keep=[Path(model_path), options.data and Path(options.data)])
     started = time.perf_counter()
-    model = load_keras_model(model_path, options.allow_unsafe)
-    spec = input_spec(model, options.preprocessing)
-    fmodel, outputs = feature_model(model, select_layers(model, options.layers))
-    labels = _labels(outputs, options.labels)
+    with progress.stage("load"):
+        model = load_keras_model(model_path, options.allow_unsafe)
+        spec = input_spec(model, options.preprocessing)
+        fmodel, outputs = feature_model(model, select_layers(model, options.layers))
+        labels = _labels(outputs, options.labels)
+        source_sha = sha256_file(Path(model_path))
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as exc:
         raise ExportError(f"cannot write {out}: {exc.strerror} in {out.parent}") from None
     try:
         os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would outlive the rename
-        images, truth, source = verification_images(spec, options.data)
-        preview = _write_preview(fmodel, spec, outputs, images[0], truth, tmp)
-        serve = serving_function(fmodel, spec)
-        write_saved_model(fmodel, serve, tmp / SAVED_MODEL_DIR)
-        write_onnx(serve, [o.name for o in outputs], tmp / ONNX_FILE, options.opset)
+        with progress.stage("SavedModel"):
+            images, truth, source = verification_images(spec, options.data, labelled=_is_reference(source_sha))
+            preview = _write_preview(fmodel, spec, outputs, images[0], truth, tmp)
+            serve = serving_function(fmodel, spec)
+            write_saved_model(fmodel, serve, tmp / SAVED_MODEL_DIR)
+        with progress.stage("ONNX"):
+            write_onnx(serve, [o.name for o in outputs], tmp / ONNX_FILE, options.opset)
+            del serve
+            gc.collect()  # the traced graph and tf2onnx's copies of the weights are garbage now
         manifest = Manifest(
             input=spec,
             outputs=outputs,
             labels=labels,
-            source_model={"file": Path(model_path).name, "name": model.name, "sha256": sha256_file(Path(model_path)),
+            source_model={"file": Path(model_path).name, "name": model.name, "sha256": source_sha,
                           "params": int(model.count_params())},
             onnx={"file": ONNX_FILE, "opset": options.opset},
             tools=tool_versions(),
@@ -78,7 +91,8 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         manifest.write(tmp)
-        manifest.verification = verify(fmodel, tmp, manifest, images, truth, source, options.tolerance)
+        with progress.stage("verification"):
+            manifest.verification = verify(fmodel, tmp, manifest, images, truth, source, options.tolerance, progress)
         manifest.verification["seconds"] = round(time.perf_counter() - started, 2)
         if not manifest.verification["passed"]:
             raise ExportError("outputs disagree beyond tolerance, nothing published: "
@@ -102,8 +116,13 @@ def _write_preview(fmodel, spec: InputSpec, outputs, image, truth, folder: Path)
     maps = np.asarray(fmodel(to_batch(image, spec), training=False)[first.name])
     name = f"preview_{first.name}.png"
     save_grid(maps, folder / name, layout=first.layout)
-    label = f" (label {truth[0]})" if truth is not None else ""
+    label = f" (label {truth[0]})" if truth is not None else ""  # only where the labels apply
     return {"file": name, "output": first.name, "image": f"test image 0{label}"}
+
+
+def _is_reference(sha256: str) -> bool:
+    """Whether the model is the shipped reference MNIST CNN, byte for byte (then MNIST labels apply)."""
+    return REFERENCE_MODEL.is_file() and sha256 == sha256_file(REFERENCE_MODEL)
 
 
 def _check_target(out: Path, force: bool, keep: list[Path]) -> None:

@@ -1,6 +1,7 @@
 """Verification before publishing: Keras vs SavedModel vs ONNX on the same real images."""
 from __future__ import annotations
 
+from math import prod
 from pathlib import Path
 
 import numpy as np
@@ -11,22 +12,29 @@ from runtime.manifest import InputSpec, Manifest
 from runtime.mnist import mnist_test_set, shipped_digits
 from runtime.preprocess import to_batch
 
+from .progress import Progress
+
 MNIST_SHAPE = (28, 28, 1)
 BACKENDS = {"savedmodel": "tf", "onnx": "onnx"}
-BATCH = 500
+# Output bytes one engine may produce per batch: ResNet50 at 224x224 exposes ~36 MB of maps per
+# image, so its batches hold a few images, while the MNIST CNN's hold hundreds.
+BATCH_BYTES = 64 << 20
+MAX_BATCH = 500
 SEED = 0
 
 
-def verification_images(spec: InputSpec, data: str | None = None):
+def verification_images(spec: InputSpec, data: str | None = None, labelled: bool = False):
     """Real images for the model's input shape: (uint8 [N,H,W,C], labels or None, description).
 
     MNIST-shaped models get the MNIST test set (the shipped digits when it is absent); other
     shapes get the shipped digits resized and repeated over channels, plus seeded noise images,
-    so that every layer sees both natural strokes and dense texture.
+    so that every layer sees both natural strokes and dense texture. The MNIST labels are
+    returned only when they apply: the user gave the data (--data), or labelled says the model
+    is the reference MNIST CNN; any other 28x28x1 model may have learnt something else.
     """
     if spec.image_shape == MNIST_SHAPE:
         x, y, source = mnist_test_set(data)
-        return x[..., None], y, source
+        return x[..., None], (y if data is not None or labelled else None), source
     x, _ = shipped_digits()  # the full set would only be thrown away here
     h, w, c = spec.image_shape
     rows = np.arange(h) * x.shape[1] // h
@@ -37,34 +45,48 @@ def verification_images(spec: InputSpec, data: str | None = None):
     return np.concatenate([digits, noise]), None, source
 
 
+def batch_size(manifest: Manifest, budget: int | None = None) -> int:
+    """Images per verification batch, so that one engine's outputs for a batch fit in budget bytes."""
+    budget = BATCH_BYTES if budget is None else budget
+    per_image = sum(4 * prod(o.shape[1:]) for o in manifest.outputs)
+    return max(1, min(MAX_BATCH, budget // per_image))
+
+
 def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, labels, source: str,
-           tol: Tolerance) -> dict:
+           tol: Tolerance, progress: Progress | None = None) -> dict:
     """Run images through Keras, the SavedModel and ONNX (via the runtime) and compare every output.
 
+    Streams: each batch goes Keras -> SavedModel -> ONNX, statistics are accumulated and the
+    outputs dropped, so memory holds one batch of the reference and one of an engine.
     Returns the verification report for the manifest; report["passed"] says whether all agree.
     """
+    progress = progress or Progress(None)
     diffs: dict[str, dict[str, Diff]] = {name: {} for name in BACKENDS}
     probs = _probability_output(manifest, labels)
     correct = {name: 0 for name in ("keras", *BACKENDS)}
+    step = batch_size(manifest)
     models = {name: runtime.load(folder, backend=b) for name, b in BACKENDS.items()}
     try:
-        for start in range(0, len(images), BATCH):
-            batch = to_batch(images[start:start + BATCH], manifest.input)
-            reference = _keras_on_cpu(feature_model, batch)
-            results = {"keras": reference}
-            for name, model in models.items():
-                results[name] = model.run(batch)
-                compare_outputs(results[name], reference, diffs[name])
-            if probs:
-                truth = labels[start:start + BATCH]
-                for name, out in results.items():
-                    correct[name] += int((out[probs].argmax(axis=1) == truth).sum())
+        with progress.bar(len(images)) as bar:
+            for start in range(0, len(images), step):
+                batch = to_batch(images[start:start + step], manifest.input)
+                truth = labels[start:start + step] if probs else None
+                reference = _keras_on_cpu(feature_model, batch)
+                correct["keras"] += _hits(reference, probs, truth)
+                for name, model in models.items():
+                    out = model.run(batch)
+                    compare_outputs(out, reference, diffs[name])
+                    correct[name] += _hits(out, probs, truth)
+                    del out
+                del reference
+                bar.update(len(batch))
     finally:
         for model in models.values():
             model.close()
     problems = [f"{b}: {f}" for b, d in diffs.items() for f in failures(d, tol)]
     report = {
         "images": int(len(images)),
+        "batch": step,
         "source": source,
         "reference": "keras",
         "tolerance": tolerance_dict(tol),
@@ -74,7 +96,12 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
     }
     if probs:
         report["accuracy"] = {name: n / len(images) for name, n in correct.items()}
+        report["accuracy_images"] = int(len(images))
     return report
+
+
+def _hits(outputs: dict, probs: str | None, truth) -> int:
+    return int((outputs[probs].argmax(axis=1) == truth).sum()) if probs else 0
 
 
 def _keras_on_cpu(feature_model, batch: np.ndarray) -> dict[str, np.ndarray]:

@@ -101,8 +101,13 @@ def _verification_lines(v: dict) -> list[str]:
                 per_backend[backend] = max(per_backend.get(backend, 0.0), report["max_abs"])
         if per_backend:
             lines.append("  max abs error " + ", ".join(f"{b} {e:.2e}" for b, e in per_backend.items()))
+        worst = [(r["min_atol"], r["min_rtol"]) for by in v.get("outputs", {}).values() for r in by.values()
+                 if "min_atol" in r]
+        if worst:
+            lines.append(f"  would pass with atol {max(a for a, _ in worst):.2g} or rtol {max(r for _, r in worst):.2g}")
         if v.get("accuracy"):
-            lines.append("  accuracy " + ", ".join(f"{b} {a:.4f}" for b, a in v["accuracy"].items()))
+            lines.append(f"  accuracy on {v.get('accuracy_images', v.get('images', '?'))} labelled images: "
+                         + ", ".join(f"{b} {a:.4f}" for b, a in v["accuracy"].items()))
         lines += [f"  problem: {p}" for p in v.get("problems", [])]
         return lines
     except (AttributeError, KeyError, TypeError, ValueError):  # the report is informative only

@@ -18,7 +18,8 @@ from runtime.manifest import read_manifest
 def cli_error(capsys, *args) -> str:
     """Run the CLI in-process; assert exit code 2 and a single `error:` line; return it."""
     assert run_cli(main, list(args)) == 2
-    err = capsys.readouterr().err.strip()
+    # progress lines ("export: <stage> done in ...") may precede the error: stages that finished
+    err = "\n".join(line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("export: "))
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
     return err
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .backends import runner_class
 from .errors import BackendError, DeviceError, InputError
-from .manifest import InputSpec, Manifest, read_manifest, verify_files_against
+from .manifest import InputSpec, Manifest, read_manifest
 from .preprocess import is_batch, to_batch
 
 DEVICES = ("cpu", "gpu", "auto")
@@ -33,9 +33,10 @@ def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu
             for the CUDA provider on the GPU (default {"use_tf32": 0}: float32, not TF32).
 
     Raises:
-        ArtifactError: missing, tampered or unreadable artifacts, or an unknown schema version.
-            Only the files the backend loads are hashed, so an ONNX-only deployment may ship
-            manifest.json and model.onnx alone.
+        ArtifactError: missing, tampered or unreadable artifacts, a manifest that does not follow
+            its schema, or paths leading outside the folder. The backend hashes exactly the bytes it
+            loads (and only the files it loads, so an ONNX-only deployment may ship manifest.json and
+            model.onnx alone).
         BackendError / DeviceError: backend not installed, or device not usable here.
     """
     _check_device_name(device)  # before importing a framework or hashing files
@@ -43,7 +44,6 @@ def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu
     manifest = read_manifest(folder, verify_files=False)
     cls = runner_class(backend)
     _check_options(cls, options)
-    verify_files_against(manifest, folder, only=cls.files)
     available = cls.devices()
     resolved = resolve_device(device, backend, available, None if "gpu" in available else cls.gpu_missing())
     try:

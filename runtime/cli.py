@@ -30,7 +30,7 @@ from .api import DEVICES, load
 from .atomic import atomic_write
 from .backends import BACKENDS, installed_backends, runner_class
 from .errors import ArgumentParser, ArtifactError, DataError, comma_list
-from .hashing import sha256_file
+from .hashing import file_state
 from .manifest import InputSpec, Manifest, read_manifest, verify_files_against
 from .preprocess import is_batch
 
@@ -219,14 +219,9 @@ def integrity_lines(manifest: Manifest, folder: Path, backend: str | None = None
 def _file_group(manifest: Manifest, folder: Path, label: str, prefixes: tuple[str, ...]) -> _FileGroup:
     files = [rel for rel in manifest.files if any(_under(rel, p) for p in prefixes)]
     missing, wrong = [], []
-    for rel in files:
-        meta, path = manifest.files[rel], folder / rel
-        if not isinstance(meta, dict) or not {"bytes", "sha256"} <= meta.keys():
-            verify_files_against(manifest, folder, only=[rel])  # raises: a malformed entry
-        if not path.is_file():
-            missing.append(rel)
-        elif path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
-            wrong.append(rel)
+    for rel in files:  # confined first: nothing outside the folder is stat'ed (read_manifest checked the entries)
+        state = file_state(folder, rel, manifest.files[rel])
+        (missing if state == "missing" else wrong if state == "wrong" else []).append(rel)
     return _FileGroup(label, prefixes, files, missing, wrong)
 
 

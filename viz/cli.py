@@ -164,10 +164,11 @@ def load_input(args: argparse.Namespace, model) -> tuple[np.ndarray, str]:
 
 def _make_folder(out: Path) -> list[Path]:
     """Create --out and any missing parents; returns the folders created, innermost first."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} exists and is not a folder")
-    created = [p for p in [out, *out.parents] if not p.exists()]
-    try:
+    created: list[Path] = []
+    try:  # exists() itself fails on a name too long for the file system
+        if out.exists() and not out.is_dir():
+            raise DataError(f"--out {out} exists and is not a folder")
+        created = [p for p in [out, *out.parents] if not p.exists()]
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _remove_empty(created)

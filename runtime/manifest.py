@@ -17,7 +17,7 @@ from typing import Any
 from .atomic import atomic_write
 from .errors import ArtifactError
 from .hashing import MANIFEST, file_state, tree_files
-from .paths import relative_path, safe_name
+from .paths import confine, relative_path, safe_name
 
 SCHEMA_VERSION = 1
 ONNX_FILE = "model.onnx"
@@ -146,6 +146,7 @@ def read_manifest(folder: str | os.PathLike, verify_files: bool = True) -> Manif
     if not path.is_file():
         found = sorted(p.name for p in folder.iterdir())[:10]
         raise ArtifactError(f"no {MANIFEST} in {str(folder)!r}; found {found or 'nothing'}")
+    path = confine(folder, MANIFEST, "manifest")  # a link to a file elsewhere is not this folder's manifest
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_MANIFEST_BYTES + 1)

@@ -72,7 +72,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
             labels=labels,
             source_model={"file": Path(model_path).name, "name": model.name, "sha256": sha256_file(Path(model_path)),
                           "params": int(model.count_params())},
-            onnx={"file": ONNX_FILE, "opset": options.opset, "external_data": onnx_external_data(tmp / ONNX_FILE)},
+            onnx={"file": ONNX_FILE, "opset": options.opset, **_external(tmp / ONNX_FILE)},
             tools=tool_versions(),
             files=tree_files(tmp),
             preview=preview,
@@ -131,7 +131,7 @@ def _check_target(out: Path, force: bool, keep: list[Path]) -> None:
     inside = next((p for p in real.parents if (p / MANIFEST).is_file()), None)
     if inside is not None:
         raise ExportError(f"--out {out} is inside the artifacts folder {inside}; choose a folder beside it")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir():
         _check_replaceable(out, out)
     parent = out.parent
     if not parent.is_dir():
@@ -146,6 +146,8 @@ def _check_replaceable(folder: Path, out: Path) -> None:
     Raises:
         ExportError: folder (the current --out, or where it was moved aside) is anything else.
     """
+    if not any(folder.iterdir()):
+        return  # an empty folder holds nothing to lose
     if not (folder / MANIFEST).is_file():
         raise ExportError(f"--force replaces only artifacts folders, and {out} holds no {MANIFEST}; "
                           "choose a new or empty --out")
@@ -206,6 +208,12 @@ def _restore(old: Path, out: Path) -> None:
     except OSError:
         raise ExportError(f"{out} was replaced by another program during the export; the previous folder is "
                           f"kept at {old}") from None
+
+
+def _external(path: Path) -> dict:
+    """{"external_data": [files]} for a graph with ONNX external data (the ONNX backend loads exactly those), else {}."""
+    files = onnx_external_data(path)
+    return {"external_data": files} if files else {}
 
 
 def onnx_external_data(path: Path) -> list[str]:

@@ -106,10 +106,9 @@ def _open_checked(folder: Path, rel: str, meta: dict) -> BinaryIO:
     try:
         return _open_listed(folder, rel, meta)
     except FileNotFoundError:
-        raise ArtifactError(f"artifact file {rel!r} listed in the manifest is missing from {str(folder)!r}") from None
+        raise file_error("missing", folder, rel) from None
     except (_Wrong, IsADirectoryError):
-        _compare(rel, None, meta)
-        raise  # unreachable: _compare raised
+        raise file_error("wrong", folder, rel) from None
     except OSError as exc:
         raise _unreadable(rel, exc) from None
 
@@ -118,10 +117,17 @@ def _unreadable(rel: str, exc: OSError) -> ArtifactError:
     return ArtifactError(f"cannot read artifact file {rel!r}: {exc.strerror or exc} (a symbolic link, or no permission)")
 
 
-def _compare(rel: str, sha256: str | None, meta: dict) -> None:
+def _compare(rel: str, sha256: str, meta: dict) -> None:
     if sha256 != meta["sha256"]:
-        raise ArtifactError(
-            f"artifact file {rel!r} does not match the manifest's sha256 (tampered or truncated); re-export it")
+        raise file_error("wrong", Path(), rel)
 
 
-__all__ = ["MANIFEST", "sha256_file", "tree_files", "file_state", "read_verified", "copy_verified"]
+def file_error(state: str, folder: Path, rel: str) -> ArtifactError:
+    """The error for a listed file found "missing" or "wrong" (see file_state)."""
+    if state == "missing":
+        return ArtifactError(f"artifact file {rel!r} listed in the manifest is missing from {str(folder)!r}")
+    return ArtifactError(
+        f"artifact file {rel!r} does not match the manifest's sha256 (tampered or truncated); re-export it")
+
+
+__all__ = ["MANIFEST", "sha256_file", "tree_files", "file_state", "file_error", "read_verified", "copy_verified"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from .atomic import atomic_write
 from .errors import ArtifactError
-from .hashing import MANIFEST, file_state, tree_files
+from .hashing import MANIFEST, file_error, file_state, tree_files
 from .paths import confine, relative_path, safe_name
 
 SCHEMA_VERSION = 1
@@ -122,10 +122,16 @@ class Manifest:
         return cls(input=InputSpec(**inp), outputs=outputs, **rest)
 
     def write(self, folder: Path) -> Path:
-        """Write manifest.json into folder, replacing any previous one atomically."""
+        """Write manifest.json into folder, replacing any previous one atomically.
+
+        Raises:
+            ArtifactError: the manifest does not follow the schema (e.g. an output name that is not safe).
+        """
+        data = self.to_dict()
+        validate(data)  # what readers would refuse is never written
         path = Path(folder) / MANIFEST
         with atomic_write(path, "w") as f:
-            f.write(json.dumps(self.to_dict(), indent=2) + "\n")
+            f.write(json.dumps(data, indent=2) + "\n")
         return path
 
 
@@ -155,7 +161,7 @@ def read_manifest(folder: str | os.PathLike, verify_files: bool = True) -> Manif
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ArtifactError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB; a manifest is a few kB")
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        data = json.loads(raw.decode("utf-8"))  # NaN is allowed in reports; fields that matter are checked finite
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise ArtifactError(f"{path} is not readable JSON: {exc}") from None
     except RecursionError:
@@ -164,10 +170,6 @@ def read_manifest(folder: str | os.PathLike, verify_files: bool = True) -> Manif
     if verify_files:
         verify_files_against(manifest, folder)
     return manifest
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def verify_files_against(manifest: Manifest, folder: Path, only: list[str] | None = None) -> None:
@@ -182,12 +184,8 @@ def verify_files_against(manifest: Manifest, folder: Path, only: list[str] | Non
     """
     for rel in listed_files(manifest, folder, only):
         state = file_state(folder, rel, manifest.files[rel])
-        if state == "missing":
-            raise ArtifactError(f"artifact file {rel!r} listed in the manifest is missing from {str(folder)!r}")
-        if state == "wrong":
-            raise ArtifactError(
-                f"artifact file {rel!r} does not match the manifest's sha256 (tampered or truncated); re-export it"
-            )
+        if state != "ok":
+            raise file_error(state, folder, rel)
 
 
 def listed_files(manifest: Manifest, folder: Path, only: list[str] | None = None) -> list[str]:

@@ -100,7 +100,7 @@ def test_nan_scale_never_reaches_a_run(artifacts_copy, good):
     """`scale: NaN` once made every output all-NaN with exit 0: now the folder does not load."""
     text = json.dumps(good).replace('"scale": ' + json.dumps(good["input"]["preprocessing"]["scale"]), '"scale": NaN')
     (artifacts_copy / "manifest.json").write_text(text)
-    with pytest.raises(ArtifactError, match="NaN is not a number JSON allows"):
+    with pytest.raises(ArtifactError, match="preprocessing.scale must be a finite non-zero number; got nan"):
         runtime.load(artifacts_copy)
 
 

@@ -31,6 +31,7 @@ def serving_function(feature_model, spec: InputSpec):
 def write_saved_model(feature_model, serve, path: Path) -> None:
     """SavedModel whose `serving_default` signature is serve, with the model's variables."""
     import keras
+    import tensorflow as tf
 
     try:
         archive = keras.export.ExportArchive()
@@ -39,6 +40,9 @@ def write_saved_model(feature_model, serve, path: Path) -> None:
         archive.write_out(os.fspath(path), verbose=False)
     except (ValueError, TypeError) as exc:  # Keras' ways of saying a graph cannot be saved
         raise ExportError(f"TensorFlow could not save the SavedModel: {str(exc).splitlines()[0]}") from None
+    except tf.errors.OpError as exc:  # e.g. a full disk while writing the variables
+        reason = exc.message.split("; ")[-1].split(" [Op:")[0]  # the OS reason, not the temporary path
+        raise ExportError(f"TensorFlow could not write the SavedModel ({reason}); nothing published") from None
 
 
 def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_OPSET):

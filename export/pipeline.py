@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import secrets
 import shutil
 import tempfile
 import time
@@ -13,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.atomic import umask
+from runtime.atomic import rename_noreplace, umask
 from runtime.compare import DEFAULT_TOLERANCE, Tolerance
-from runtime.errors import ExportError
+from runtime.errors import ArtifactError, ExportError
 from runtime.hashing import MANIFEST, sha256_file, tree_files
-from runtime.manifest import ONNX_FILE, SAVED_MODEL_DIR, InputSpec, Manifest, Preprocessing
+from runtime.manifest import ONNX_FILE, SAVED_MODEL_DIR, InputSpec, Manifest, Preprocessing, read_manifest, unlisted_files
 from runtime.preprocess import to_batch
 
 from .artifacts import DEFAULT_OPSET, serving_function, write_onnx, write_saved_model
@@ -84,7 +85,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
             labels=labels,
             source_model={"file": Path(model_path).name, "name": model.name, "sha256": source_sha,
                           "params": int(model.count_params())},
-            onnx={"file": ONNX_FILE, "opset": options.opset},
+            onnx={"file": ONNX_FILE, "opset": options.opset, **_external(tmp / ONNX_FILE)},
             tools=tool_versions(),
             files=tree_files(tmp),
             preview=preview,
@@ -98,9 +99,12 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
             raise ExportError("outputs disagree beyond tolerance, nothing published: "
                               + "; ".join(manifest.verification["problems"]))
         manifest.write(tmp)
-        _publish(tmp, out)
-    except BaseException:
+        _publish(tmp, out, options.force)
+    except BaseException as exc:  # Ctrl-C and SIGTERM too (run_cli turns SIGTERM into KeyboardInterrupt)
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # e.g. a full disk: not a bug, and nothing was published
+            raise ExportError(f"cannot write {out}: {exc.strerror or exc} (while building it in {out.parent}); "
+                              "nothing published") from None
         raise
     return manifest
 
@@ -133,6 +137,8 @@ def _check_target(out: Path, force: bool, keep: list[Path]) -> None:
     """
     if out.exists() and not force:
         raise ExportError(f"output folder {out} already exists; pass --force to replace it")
+    if out.is_symlink():
+        raise ExportError(f"--out {out} is a symbolic link; pass the folder itself")
     if out.exists() and not out.is_dir():
         raise ExportError(f"output path {out} exists and is not a folder")
     real = out.resolve()
@@ -144,9 +150,8 @@ def _check_target(out: Path, force: bool, keep: list[Path]) -> None:
     inside = next((p for p in real.parents if (p / MANIFEST).is_file()), None)
     if inside is not None:
         raise ExportError(f"--out {out} is inside the artifacts folder {inside}; choose a folder beside it")
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise ExportError(f"--force replaces only artifacts folders, and {out} holds no {MANIFEST}; "
-                          "choose a new or empty --out")
+    if out.is_dir():
+        _check_replaceable(out, out)
     parent = out.parent
     if not parent.is_dir():
         raise ExportError(f"cannot write {out}: parent folder {parent} does not exist")
@@ -154,20 +159,100 @@ def _check_target(out: Path, force: bool, keep: list[Path]) -> None:
         raise ExportError(f"cannot write {out}: parent folder {parent} is not writable")
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename tmp to out; an existing out is moved aside first and removed only afterwards."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
+def _check_replaceable(folder: Path, out: Path) -> None:
+    """--force replaces only a featuremaps artifacts folder: a valid manifest, and no file it does not list.
+
+    Raises:
+        ExportError: folder (the current --out, or where it was moved aside) is anything else.
+    """
+    if not any(folder.iterdir()):
+        return  # an empty folder holds nothing to lose
+    if not (folder / MANIFEST).is_file():
+        raise ExportError(f"--force replaces only artifacts folders, and {out} holds no {MANIFEST}; "
+                          "choose a new or empty --out")
     try:
-        os.replace(tmp, out)
+        unlisted = unlisted_files(folder, read_manifest(folder, verify_files=False))
+    except ArtifactError as exc:
+        raise ExportError(f"--force replaces only featuremaps artifacts folders, and the manifest of {out} is not "
+                          f"one ({exc}); choose a new or empty --out") from None
+    if unlisted:
+        more = f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else ""
+        raise ExportError(f"--force replaces only artifacts folders holding nothing but the files their manifest "
+                          f"lists, and {out} also holds {unlisted[:5]}{more}; move them away or choose another --out")
+
+
+def _publish(tmp: Path, out: Path, force: bool) -> None:
+    """Rename tmp to out, never replacing anything the export did not check.
+
+    The rename fails if out exists by then (it may have appeared while the export ran). With force,
+    an existing out is first renamed aside, checked again there (nothing unlisted may have appeared
+    in it meanwhile), and deleted only once tmp is in place.
+
+    Raises:
+        ExportError: out appeared or changed during the export, or cannot be written; nothing is left behind.
+    """
+    old = None
+    if force and os.path.lexists(out):
+        old = out.with_name(f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            rename_noreplace(out, old)
+        except FileNotFoundError:  # another publisher moved it first
+            old = None
+        if old is not None:
+            try:
+                _check_replaceable(old, out)
+            except ExportError:
+                _restore(old, out)
+                raise
+    try:
+        rename_noreplace(tmp, out)
+    except FileExistsError:
+        if old is not None:  # out is someone else's now; the folder --force was to replace goes as asked
+            shutil.rmtree(old, ignore_errors=True)
+        raise ExportError(f"{out} appeared while this export ran (another export or program wrote it); left it as "
+                          f"it is and published nothing{'' if force else '; pass --force to replace artifacts'}") \
+            from None
     except BaseException:
         if old is not None:
-            os.replace(old, out)
+            _restore(old, out)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore(old: Path, out: Path) -> None:
+    """Put a folder moved aside back at out; if out was taken meanwhile, say where it is."""
+    try:
+        rename_noreplace(old, out)
+    except OSError:
+        raise ExportError(f"{out} was replaced by another program during the export; the previous folder is "
+                          f"kept at {old}") from None
+
+
+def _external(path: Path) -> dict:
+    """{"external_data": [files]} for a graph with ONNX external data (the ONNX backend loads exactly those), else {}."""
+    files = onnx_external_data(path)
+    return {"external_data": files} if files else {}
+
+
+def onnx_external_data(path: Path) -> list[str]:
+    """The files an ONNX graph keeps tensors in (ONNX external data), relative to its folder: listed in the manifest."""
+    import onnx
+
+    def tensors(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                yield from [attr.t] if attr.HasField("t") else []
+                yield from attr.tensors
+                for sub in [attr.g] if attr.HasField("g") else []:
+                    yield from tensors(sub)
+                for sub in attr.graphs:
+                    yield from tensors(sub)
+
+    model = onnx.load(os.fspath(path), load_external_data=False)
+    return sorted({entry.value for t in tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL
+                   for entry in t.external_data if entry.key == "location"})
 
 
 def _labels(outputs, given: list[str] | None) -> list[str]:

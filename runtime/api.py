@@ -11,10 +11,11 @@ import numpy as np
 
 from .backends import runner_class
 from .errors import BackendError, DeviceError, InputError
-from .manifest import InputSpec, Manifest, read_manifest, verify_files_against
+from .manifest import InputSpec, Manifest, read_manifest
 from .preprocess import is_batch, to_batch
 
 DEVICES = ("cpu", "gpu", "auto")
+CHUNK = 256  # images per backend call when run() is given more: bounds memory beyond the returned outputs
 
 
 def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu", check_values: bool = True,
@@ -33,9 +34,10 @@ def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu
             for the CUDA provider on the GPU (default {"use_tf32": 0}: float32, not TF32).
 
     Raises:
-        ArtifactError: missing, tampered or unreadable artifacts, or an unknown schema version.
-            Only the files the backend loads are hashed, so an ONNX-only deployment may ship
-            manifest.json and model.onnx alone.
+        ArtifactError: missing, tampered or unreadable artifacts, a manifest that does not follow
+            its schema, or paths leading outside the folder. The backend hashes exactly the bytes it
+            loads (and only the files it loads, so an ONNX-only deployment may ship manifest.json and
+            model.onnx alone).
         BackendError / DeviceError: backend not installed, or device not usable here.
     """
     _check_device_name(device)  # before importing a framework or hashing files
@@ -43,7 +45,6 @@ def load(artifacts: str | os.PathLike, backend: str = "onnx", device: str = "cpu
     manifest = read_manifest(folder, verify_files=False)
     cls = runner_class(backend)
     _check_options(cls, options)
-    verify_files_against(manifest, folder, only=cls.files)
     available = cls.devices()
     resolved = resolve_device(device, backend, available, None if "gpu" in available else cls.gpu_missing())
     try:
@@ -137,7 +138,27 @@ class Model:
             InputError: bad images, unknown output names, or a closed model.
         """
         self._check_open()
-        return self._infer(to_batch(images, self.manifest.input, self._check_values), self._names(outputs))
+        names = self._names(outputs)
+        if isinstance(images, np.ndarray) and images.ndim >= 3 and len(images) > CHUNK and is_batch(images, self.input_spec):
+            return self._run_in_chunks(images, names)
+        return self._infer(to_batch(images, self.manifest.input, self._check_values), names)
+
+    def _run_in_chunks(self, images: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """A large batch, CHUNK images at a time, into output arrays allocated once.
+
+        A backend run on the whole batch would hold its own outputs and intermediates for every
+        image and then copy them out (13.3 GB peak for 5.9 GB of outputs); here the peak is the
+        returned outputs plus one chunk's worth.
+        """
+        total = len(images)
+        result: dict[str, np.ndarray] = {}
+        for start in range(0, total, CHUNK):
+            part = self._infer(to_batch(images[start:start + CHUNK], self.manifest.input, self._check_values), names)
+            for name in names:
+                if name not in result:
+                    result[name] = np.empty((total, *part[name].shape[1:]), part[name].dtype)
+                result[name][start:start + len(part[name])] = part[name]
+        return result
 
     def _infer(self, batch: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """Run a batch that to_batch already prepared."""

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 from . import run_cli, stats_cli
 from .backends import BACKENDS, installed_backends, runner_class
 from .errors import ArgumentParser, ArtifactError
-from .hashing import sha256_file
+from .hashing import file_state
 from .manifest import Manifest, read_manifest, verify_files_against
 from .serve.command import add_serve_parser
 from .triton import add_triton_parser
@@ -202,14 +202,9 @@ def integrity_lines(manifest: Manifest, folder: Path, backend: str | None = None
 def _file_group(manifest: Manifest, folder: Path, label: str, prefixes: tuple[str, ...]) -> _FileGroup:
     files = [rel for rel in manifest.files if any(_under(rel, p) for p in prefixes)]
     missing, wrong = [], []
-    for rel in files:
-        meta, path = manifest.files[rel], folder / rel
-        if not isinstance(meta, dict) or not {"bytes", "sha256"} <= meta.keys():
-            verify_files_against(manifest, folder, only=[rel])  # raises: a malformed entry
-        if not path.is_file():
-            missing.append(rel)
-        elif path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
-            wrong.append(rel)
+    for rel in files:  # confined first: nothing outside the folder is stat'ed (read_manifest checked the entries)
+        state = file_state(folder, rel, manifest.files[rel])
+        (missing if state == "missing" else wrong if state == "wrong" else []).append(rel)
     return _FileGroup(label, prefixes, files, missing, wrong)
 
 

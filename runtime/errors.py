@@ -5,6 +5,7 @@ Every message says what was expected, what was received, and what is available.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import warnings
@@ -83,7 +84,8 @@ def _one_line_warnings(show: Callable) -> Callable:
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run a CLI entry point: project errors become one line on stderr and exit code 2.
+    """Run a CLI entry point: project errors become one line on stderr and exit code 2; a closed
+    stdout (`| head`) ends quietly with 141.
 
     Anything else is a bug and propagates with its traceback.
     """
@@ -92,7 +94,13 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     try:
         with terminate_as_interrupt(), warnings.catch_warnings():  # SIGTERM cleans up like Ctrl-C
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
-            return main(argv)
+            code = main(argv)
+            sys.stdout.flush()  # a reader that has gone (`| head`) shows here, not as a traceback at exit
+            return code
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        return 141  # what a shell reports for a tool ended by SIGPIPE
     except FeatureMapsError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
@@ -100,3 +108,20 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
         return 143 if str(exc) == f"signal {int(signal.SIGTERM)}" else 130
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone; if so, stdout goes to /dev/null so that the exit flush stays quiet."""
+    import select
+
+    try:  # a pipe whose reader has gone polls as an error: another pipe's EPIPE is not ours to hide
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        if not any(events & select.POLLERR for _, events in poller.poll(0)):
+            return False
+    except (AttributeError, ValueError, OSError):  # no poll() here, or no real stdout
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return True

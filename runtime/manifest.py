@@ -6,7 +6,9 @@ before trusting anything else in the artifacts folder.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -14,7 +16,8 @@ from typing import Any
 
 from .atomic import atomic_write
 from .errors import ArtifactError
-from .hashing import MANIFEST, sha256_file, tree_files
+from .hashing import MANIFEST, file_error, file_state, tree_files
+from .paths import confine, relative_path, safe_name
 
 SCHEMA_VERSION = 1
 ONNX_FILE = "model.onnx"
@@ -24,6 +27,13 @@ INPUT_NAME = "image"
 
 # Layout of an output by rank, for channels-last layers (Keras' default).
 LAYOUTS = {2: "NC", 3: "NWC", 4: "NHWC", 5: "NDHWC"}
+ROLES = ("model_output", "feature_map")
+
+# Limits of a manifest read from an untrusted folder; real ones are far inside them.
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_DEPTH = 32  # nesting of JSON objects and lists
+MAX_DIM = 1 << 16  # any one dimension of an input or output shape
+MAX_SCALE = 1e6  # |scale| and |offset| of the preprocessing
 
 
 @dataclass(frozen=True)
@@ -97,38 +107,42 @@ class Manifest:
         return {"schema_version": d.pop("schema_version"), **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
-        version = d.get("schema_version") if isinstance(d, dict) else None
-        if version != SCHEMA_VERSION:
-            raise ArtifactError(
-                f"manifest schema_version is {version!r}; this runtime reads version {SCHEMA_VERSION}"
-                " (re-export the model with this version of featuremaps)"
-            )
-        try:
-            inp = dict(d["input"])
-            inp["shape"] = tuple(inp["shape"])
-            inp["preprocessing"] = Preprocessing(**inp["preprocessing"])
-            outputs = [OutputSpec(**{**o, "shape": tuple(o["shape"])}) for o in d["outputs"]]
-            rest = {k: v for k, v in d.items() if k not in ("input", "outputs")}
-            return cls(input=InputSpec(**inp), outputs=outputs, **rest)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"manifest does not follow schema version {SCHEMA_VERSION}: {exc!r}") from None
+    def from_dict(cls, d: Any) -> "Manifest":
+        """A Manifest from parsed JSON, every field checked (see validate).
+
+        Raises:
+            ArtifactError: a field of the wrong type, range or form; one line naming the field.
+        """
+        validate(d)
+        inp = dict(d["input"])
+        inp["shape"] = tuple(inp["shape"])
+        inp["preprocessing"] = Preprocessing(**inp["preprocessing"])
+        outputs = [OutputSpec(**{**o, "shape": tuple(o["shape"])}) for o in d["outputs"]]
+        rest = {k: v for k, v in d.items() if k not in ("input", "outputs")}
+        return cls(input=InputSpec(**inp), outputs=outputs, **rest)
 
     def write(self, folder: Path) -> Path:
-        """Write manifest.json into folder, replacing any previous one atomically."""
+        """Write manifest.json into folder, replacing any previous one atomically.
+
+        Raises:
+            ArtifactError: the manifest does not follow the schema (e.g. an output name that is not safe).
+        """
+        data = self.to_dict()
+        validate(data)  # what readers would refuse is never written
         path = Path(folder) / MANIFEST
         with atomic_write(path, "w") as f:
-            f.write(json.dumps(self.to_dict(), indent=2) + "\n")
+            f.write(json.dumps(data, indent=2) + "\n")
         return path
 
 
 def read_manifest(folder: str | os.PathLike, verify_files: bool = True) -> Manifest:
-    """Read and check the manifest of an artifacts folder.
+    """Read and check the manifest of an artifacts folder: the whole schema, once, here.
 
     Raises:
-        ArtifactError: folder or manifest missing, unreadable, of another schema version,
-            or (with verify_files) any listed artifact file missing or with a wrong sha256.
-            Files not listed are ignored: the loaders read only listed files.
+        ArtifactError: folder or manifest missing, unreadable, larger than MAX_MANIFEST_BYTES, nested
+            deeper than MAX_DEPTH, of another schema version or not following it, or (with verify_files)
+            any listed artifact file missing or with a wrong sha256. Files not listed are ignored: the
+            loaders read only listed files.
     """
     folder = Path(folder)
     path = folder / MANIFEST
@@ -138,10 +152,20 @@ def read_manifest(folder: str | os.PathLike, verify_files: bool = True) -> Manif
     if not path.is_file():
         found = sorted(p.name for p in folder.iterdir())[:10]
         raise ArtifactError(f"no {MANIFEST} in {str(folder)!r}; found {found or 'nothing'}")
+    path = confine(folder, MANIFEST, "manifest")  # a link to a file elsewhere is not this folder's manifest
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise ArtifactError(f"{path} is not readable: {exc.strerror}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB; a manifest is a few kB")
+    try:
+        data = json.loads(raw.decode("utf-8"))  # NaN is allowed in reports; fields that matter are checked finite
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise ArtifactError(f"{path} is not readable JSON: {exc}") from None
+    except RecursionError:
+        raise ArtifactError(f"{path} is nested deeper than {MAX_DEPTH} levels") from None
     manifest = Manifest.from_dict(data)
     if verify_files:
         verify_files_against(manifest, folder)
@@ -151,27 +175,167 @@ def read_manifest(folder: str | os.PathLike, verify_files: bool = True) -> Manif
 def verify_files_against(manifest: Manifest, folder: Path, only: list[str] | None = None) -> None:
     """Check that the listed artifact files exist with the recorded sha256.
 
+    Loaders do not call this: they read each file once with hashing.read_verified / copy_verified and
+    load those bytes, so that no file can be swapped between the check and the load.
+
     Args:
         only: check only files whose path starts with one of these prefixes (e.g. the ONNX
             file alone when only the ONNX backend is used); all files when None.
     """
-    if not manifest.files or not isinstance(manifest.files, dict):
+    for rel in listed_files(manifest, folder, only):
+        state = file_state(folder, rel, manifest.files[rel])
+        if state != "ok":
+            raise file_error(state, folder, rel)
+
+
+def listed_files(manifest: Manifest, folder: Path, only: list[str] | None = None) -> list[str]:
+    """The listed files under the prefixes `only` (all when None).
+
+    Raises:
+        ArtifactError: the manifest lists no files, or none under one of the prefixes.
+    """
+    if not manifest.files:
         raise ArtifactError(f"{folder / MANIFEST} lists no artifact files: cannot check integrity")
     for prefix in only or ():
         if not any(_under(rel, prefix) for rel in manifest.files):
             raise ArtifactError(f"{folder / MANIFEST} lists no sha256 for {prefix!r}: cannot check integrity")
-    for rel, meta in manifest.files.items():
-        if only is not None and not any(_under(rel, p) for p in only):
-            continue
-        if not isinstance(meta, dict) or not {"bytes", "sha256"} <= meta.keys():
-            raise ArtifactError(f"{folder / MANIFEST}: entry {rel!r} of 'files' lacks 'bytes' and 'sha256'")
-        path = folder / rel
-        if not path.is_file():
-            raise ArtifactError(f"artifact file {rel!r} listed in the manifest is missing from {str(folder)!r}")
-        if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
-            raise ArtifactError(
-                f"artifact file {rel!r} does not match the manifest's sha256 (tampered or truncated); re-export it"
-            )
+    return [rel for rel in manifest.files if only is None or any(_under(rel, p) for p in only)]
+
+
+def unlisted_files(folder: Path, manifest: Manifest) -> list[str]:
+    """Entries under folder that are neither manifest.json nor listed files (symbolic links count as unlisted)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root, name)
+            rel = path.relative_to(folder).as_posix()
+            if path.is_symlink() or (name in files and rel != MANIFEST and rel not in manifest.files):
+                found.append(rel)
+        dirs[:] = [d for d in dirs if not Path(root, d).is_symlink()]
+    return sorted(found)
+
+
+# --- validation: the whole schema, checked once when a manifest is read ------------------------------
+
+_FIELDS = {"schema_version", "input", "outputs", "labels", "source_model", "onnx", "tools", "files",
+           "verification", "preview", "created"}
+_INPUT_FIELDS = {"name", "dtype", "shape", "layout", "preprocessing"}
+_PRE_FIELDS = {"raw_dtype", "scale", "offset"}
+_OUTPUT_FIELDS = {"name", "layer", "layer_class", "shape", "layout", "role"}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_LAYOUT = re.compile(r"[A-Za-z0-9]{1,16}")
+
+
+def validate(d: Any) -> None:
+    """Check parsed manifest JSON against the schema: every field's type and range, finite numbers,
+    safe and unique output names, confined file paths.
+
+    Raises:
+        ArtifactError: one line naming the first field that is wrong, what was expected and what was found.
+    """
+    version = d.get("schema_version") if isinstance(d, dict) else None
+    if type(version) is not int or version != SCHEMA_VERSION:  # bool is an int: True is not version 1
+        raise ArtifactError(
+            f"manifest schema_version is {version!r}; this runtime reads version {SCHEMA_VERSION}"
+            " (re-export the model with this version of featuremaps)"
+        )
+    _check_depth(d)
+    _keys(d, "manifest", _FIELDS, required={"schema_version", "input", "outputs"})
+    inp = _of(d["input"], dict, "input", "an object")
+    _keys(inp, "input", _INPUT_FIELDS, required=_INPUT_FIELDS)
+    _expect(inp["name"] == INPUT_NAME, "input.name", f"{INPUT_NAME!r}", inp["name"])
+    _expect(inp["dtype"] == "float32", "input.dtype", "'float32'", inp["dtype"])
+    _expect(inp["layout"] == "NHWC", "input.layout", "'NHWC'", inp["layout"])
+    _shape(inp["shape"], "input.shape", ranks=(4,))
+    pre = _of(inp["preprocessing"], dict, "input.preprocessing", "an object")
+    _keys(pre, "input.preprocessing", _PRE_FIELDS, required=set())
+    _expect(pre.get("raw_dtype", "uint8") == "uint8", "input.preprocessing.raw_dtype", "'uint8'", pre.get("raw_dtype"))
+    for key in ("scale", "offset"):
+        if key in pre:
+            _number(pre[key], f"input.preprocessing.{key}", nonzero=key == "scale")
+    outputs = _of(d["outputs"], list, "outputs", "a non-empty list")
+    _expect(0 < len(outputs) <= 100_000, "outputs", "a list of 1 to 100000 outputs", f"{len(outputs)} entries")
+    seen: set[str] = set()
+    for i, o in enumerate(outputs):
+        where = f"outputs[{i}]"
+        _keys(_of(o, dict, where, "an object"), where, _OUTPUT_FIELDS, required=_OUTPUT_FIELDS)
+        safe_name(o["name"], f"{MANIFEST}: {where}.name")
+        _expect(o["name"] not in seen, f"{where}.name", "a name used once", o["name"])
+        seen.add(o["name"])
+        for key in ("layer", "layer_class"):
+            _text(o[key], f"{where}.{key}")
+        _shape(o["shape"], f"{where}.shape", ranks=range(2, 9))
+        _expect(isinstance(o["layout"], str) and _LAYOUT.fullmatch(o["layout"]), f"{where}.layout",
+                "1-16 letters or digits", o["layout"])
+        _expect(o["role"] in ROLES, f"{where}.role", f"one of {list(ROLES)}", o["role"])
+    for i, label in enumerate(_of(d.get("labels", []), list, "labels", "a list of strings")):
+        _text(label, f"labels[{i}]")
+    for key in ("source_model", "onnx", "tools", "verification", "preview"):
+        _of(d.get(key, {}), dict, key, "an object")
+    _text(d.get("created", ""), "created", empty=True)
+    files = _of(d.get("files", {}), dict, "files", "an object of path -> {sha256, bytes}")
+    for rel, meta in files.items():
+        relative_path(rel, f"{MANIFEST}: files entry")
+        _expect(rel != MANIFEST, "files", f"entries other than {MANIFEST}", rel)
+        _expect(isinstance(meta, dict) and set(meta) == {"bytes", "sha256"}, f"files[{rel!r}]",
+                "an object with exactly 'bytes' and 'sha256'", meta)
+        _expect(isinstance(meta["sha256"], str) and _SHA256.fullmatch(meta["sha256"]), f"files[{rel!r}].sha256",
+                "64 lowercase hex digits", meta["sha256"])
+        _expect(type(meta["bytes"]) is int and 0 <= meta["bytes"] < 1 << 50, f"files[{rel!r}].bytes",
+                "a byte count", meta["bytes"])
+    external = _of(d.get("onnx", {}).get("external_data", []), list, "onnx.external_data", "a list of listed files")
+    for rel in external:
+        _expect(isinstance(rel, str) and rel in files and rel != ONNX_FILE, "onnx.external_data",
+                "files listed in 'files' besides model.onnx", rel)
+    if "file" in d.get("preview", {}):
+        relative_path(d["preview"]["file"], f"{MANIFEST}: preview.file")
+
+
+def _expect(ok: Any, where: str, expected: str, got: Any) -> None:
+    if not ok:
+        text = repr(got)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        raise ArtifactError(f"{MANIFEST} does not follow schema version {SCHEMA_VERSION}: {where} must be {expected};"
+                            f" got {text}")
+
+
+def _of(value: Any, kind: type, where: str, expected: str) -> Any:
+    _expect(isinstance(value, kind), where, expected, value)
+    return value
+
+
+def _keys(d: dict, where: str, allowed: set, required: set) -> None:
+    unknown, missing = sorted(set(d) - allowed), sorted(required - set(d))
+    _expect(not unknown, where, f"an object with fields {sorted(allowed)}", f"unknown field(s) {unknown}")
+    _expect(not missing, where, f"an object with fields {sorted(allowed)}", f"missing field(s) {missing}")
+
+
+def _shape(shape: Any, where: str, ranks) -> None:
+    expected = f"[null, d1, ...] of rank {'/'.join(map(str, ranks)) if len(ranks) < 3 else f'{ranks[0]}-{ranks[-1]}'}" \
+               f" with dimensions 1..{MAX_DIM}"
+    _expect(isinstance(shape, list) and len(shape) in ranks and shape[0] is None
+            and all(type(n) is int and 0 < n <= MAX_DIM for n in shape[1:]), where, expected, shape)
+
+
+def _number(value: Any, where: str, nonzero: bool = False) -> None:
+    ok = type(value) in (int, float) and math.isfinite(value) and abs(value) <= MAX_SCALE and (value or not nonzero)
+    _expect(ok, where, f"a finite {'non-zero ' if nonzero else ''}number within +-{MAX_SCALE:g}", value)
+
+
+def _text(value: Any, where: str, empty: bool = False) -> None:
+    _expect(isinstance(value, str) and (empty or value) and len(value) <= 1024, where,
+            "a string of up to 1024 characters", value)
+
+
+def _check_depth(d: Any) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH, without recursion (the walk itself must not overflow)."""
+    stack = [(d, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        if children and depth > MAX_DEPTH:
+            raise ArtifactError(f"{MANIFEST} is nested deeper than {MAX_DEPTH} levels")
+        stack.extend((c, depth + 1) for c in children)
 
 
 def _under(rel: str, prefix: str) -> bool:
@@ -181,4 +345,5 @@ def _under(rel: str, prefix: str) -> bool:
 __all__ = [
     "SCHEMA_VERSION", "ONNX_FILE", "SAVED_MODEL_DIR", "SIGNATURE", "INPUT_NAME", "LAYOUTS", "MANIFEST",
     "Preprocessing", "InputSpec", "OutputSpec", "Manifest", "read_manifest", "verify_files_against", "tree_files",
+    "listed_files", "unlisted_files", "validate", "MAX_MANIFEST_BYTES", "MAX_DEPTH",
 ]

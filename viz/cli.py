@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.errors import ArgumentParser, DataError, InputError, comma_list, positive_int
+from runtime.errors import ArgumentParser, BackendError, DataError, InputError, comma_list, positive_int
 from runtime.manifest import Manifest
 from runtime.mnist import mnist_test_set
 
@@ -85,19 +85,28 @@ def write_figures(
     acts = model.run(image, outputs=names + ([probs] if probs and probs not in names else []))
     layouts = {n: manifest.output(n).layout for n in names}
     out = Path(out)
-    written = []
-    for n in names:
-        path = out / f"{_file_stem(n)}.png"
-        if raw:
-            written.append(save_grid(acts[n], path, layout=layouts[n], cols=cols, normalize=normalize, labels=labels))
-        else:
-            fig = layer_figure(acts[n], n, layouts[n], cols=cols, normalize=normalize, labels=labels,
-                               layer_class=manifest.output(n).layer_class, subtitle=subtitle)
-            written.append(save_png(fig, path))
-    ordered = {n: acts[n] for n in names}  # display order is the order asked for, whatever the backend returns
-    fig = comparison_figure(image, ordered, layouts=layouts, cols=cols, normalize=normalize, title=title,
-                            prediction=prediction_text(acts[probs][0], manifest.labels) if probs else None)
-    written.append(save_png(fig, out / COMPARISON))
+    files = file_names(names)
+    written: list[Path] = []
+    try:
+        for n in names:
+            path = out / files[n]
+            if raw:
+                written.append(save_grid(acts[n], path, layout=layouts[n], cols=cols, normalize=normalize,
+                                         labels=labels))
+            else:
+                fig = layer_figure(acts[n], n, layouts[n], cols=cols, normalize=normalize, labels=labels,
+                                   layer_class=manifest.output(n).layer_class, subtitle=subtitle)
+                written.append(save_png(fig, path))
+        ordered = {n: acts[n] for n in names}  # display order is the order asked for, whatever the backend returns
+        fig = comparison_figure(image, ordered, layouts=layouts, cols=cols, normalize=normalize, title=title,
+                                prediction=prediction_text(acts[probs][0], manifest.labels) if probs else None)
+        written.append(save_png(fig, out / COMPARISON))
+    except BaseException as exc:  # nothing half-written: a partial set of figures is removed
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise DataError(f"cannot write figures into {str(out)!r}: {exc.strerror or exc}") from None
+        raise
     return written
 
 
@@ -120,9 +129,20 @@ def prediction_text(scores: np.ndarray, labels: Sequence[str] = ()) -> str:
     return f"predicted {label} (score = {value:.3f})"
 
 
-def _file_stem(name: str) -> str:
-    # Output names come from Keras layer names; keep them readable but never a path.
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "layer"
+def file_names(names: Sequence[str]) -> dict[str, str]:
+    """Output name -> its grid's file name: readable, never a path, distinct from each other and from
+    comparison.png even on case-insensitive file systems."""
+    taken = {COMPARISON.lower()}
+    files = {}
+    for name in names:
+        # Output names come from Keras layer names; keep them readable but never a path.
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".")[:100] or "layer"
+        candidate, n = f"{stem}.png", 2
+        while candidate.lower() in taken:
+            candidate, n = f"{stem}_{n}.png", n + 1
+        taken.add(candidate.lower())
+        files[name] = candidate
+    return files
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,13 +188,37 @@ def load_input(args: argparse.Namespace, model) -> tuple[np.ndarray, str]:
     return image, f"MNIST test digit #{args.index} (label {int(y[args.index])})"
 
 
-def _make_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} exists and is not a folder")
-    try:
+def _make_folder(out: Path) -> list[Path]:
+    """Create --out and any missing parents; returns the folders created, innermost first."""
+    created: list[Path] = []
+    try:  # exists() itself fails on a name too long for the file system
+        if out.exists() and not out.is_dir():
+            raise DataError(f"--out {out} exists and is not a folder")
+        created = [p for p in [out, *out.parents] if not p.exists()]
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove_empty(created)
         raise DataError(f"cannot create the --out folder {out}: {exc.strerror}") from None
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders this run created, innermost first, as long as they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _check_drawing_installed() -> None:
+    """matplotlib and Pillow, before anything is loaded or created: an [onnx]-only deployment lacks them."""
+    try:
+        import matplotlib  # noqa: F401
+        import PIL  # noqa: F401
+    except ImportError as exc:
+        raise BackendError(f"drawing needs matplotlib and Pillow, which are not importable here ({exc}); "
+                           "install them with `pip install 'featuremaps[viz]'`") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,13 +226,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     import runtime
 
     args = build_parser().parse_args(argv)
+    _check_drawing_installed()
     with runtime.load(args.artifacts, backend=args.backend, device=args.device) as model:
         layers = select_layers(model.manifest, args.layers)  # before reading data: fail fast on a typo
         image, what = load_input(args, model)
-        _make_folder(args.out)
+        created = _make_folder(args.out)
         title = f"Feature maps of {what}"
-        written = write_figures(model, image, args.out, layers, cols=args.cols, normalize=args.normalize,
-                                labels=args.labels, title=title, raw=args.raw, subtitle=f"of {what}")
+        try:
+            written = write_figures(model, image, args.out, layers, cols=args.cols, normalize=args.normalize,
+                                    labels=args.labels, title=title, raw=args.raw, subtitle=f"of {what}")
+        except BaseException:
+            _remove_empty(created)
+            raise
     for path in written:
         print(path)
     return 0

@@ -7,7 +7,8 @@ A runner serves one artifacts folder on one device with this small surface:
     runner.close()
     Runner.devices() -> list[str]                            # devices usable here, "cpu" first
     Runner.gpu_missing() -> str | None                       # why there is no GPU here, None if there is
-    Runner.name: str; Runner.files: artifact paths it loads (checked against their sha256 first)
+    Runner.name: str; Runner.files: artifact paths it always loads, read with hashing.read_verified or
+        copy_verified so that the bytes hashed are the bytes loaded
     runner.device: str; runner.providers: list[str] (what really runs it)
 
 Adding a backend is one module here plus one line in BACKENDS.

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import functools
-import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from ..errors import ArtifactError, BackendError, DeviceError
-from ..manifest import INPUT_NAME, ONNX_FILE, Manifest
+from ..hashing import read_verified
+from ..manifest import INPUT_NAME, ONNX_FILE, Manifest, listed_files
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -17,6 +18,7 @@ CPU = "CPUExecutionProvider"
 # GPU outputs then match the CPU's to ~1e-6 instead of ~1e-3 of their scale, at no measurable cost in speed
 # for the reference CNN (benchmarks/results/gpu.md). cuda_options={"use_tf32": 1} opts in.
 CUDA_DEFAULTS = {"use_tf32": 0}
+_EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
 GPU_FIX = ("to use a GPU, install `featuremaps[gpu]` (onnxruntime-gpu) in place of `featuremaps[onnx]`, an NVIDIA "
            "driver (`nvidia-smi` must list the GPU) and the CUDA and cuDNN libraries that onnxruntime-gpu "
            "was built for (`pip install \"onnxruntime-gpu[cuda,cudnn]\"` brings them)")
@@ -62,10 +64,10 @@ def preload_cuda_libraries() -> None:
         preload()
 
 
-def _loads_on_cpu(path: Path) -> bool:
+def _loads_on_cpu(graph: bytes, opts: ort.SessionOptions) -> bool:
     """Whether the graph itself is sound: tells a CUDA start failure from an unreadable model."""
     try:
-        ort.InferenceSession(os.fspath(path), providers=[CPU])
+        ort.InferenceSession(graph, opts, providers=[CPU])
     except Exception:
         return False
     return True
@@ -73,7 +75,7 @@ def _loads_on_cpu(path: Path) -> bool:
 
 class OnnxRunner:
     name = "onnx"
-    files = (ONNX_FILE,)  # what it loads: the only artifacts whose sha256 must be checked
+    files = (ONNX_FILE,)  # what it loads, besides the external data that manifest.onnx["external_data"] lists
 
     def __init__(self, folder: Path, manifest: Manifest, device: str, threads: int | None = None,
                  optimization: str = "all", session_options: ort.SessionOptions | None = None,
@@ -85,6 +87,11 @@ class OnnxRunner:
         if cuda_options is not None and not isinstance(cuda_options, dict):
             raise BackendError(f"cuda_options must be a dict of {CUDA} options, e.g. {{'use_tf32': 0}}; "
                                f"got {cuda_options!r}")
+        # onnxruntime gets the bytes that were hashed, never a path it would open again later.
+        external = manifest.onnx.get("external_data", [])
+        listed_files(manifest, Path(folder), only=[ONNX_FILE])
+        graph = read_verified(Path(folder), ONNX_FILE, manifest.files[ONNX_FILE])
+        data = [read_verified(Path(folder), rel, manifest.files[rel]) for rel in external]
         opts = session_options or globals()["session_options"](threads, optimization)
         if device == "gpu":
             if reason := self.gpu_missing():
@@ -93,23 +100,32 @@ class OnnxRunner:
             wanted = [(CUDA, {**CUDA_DEFAULTS, **(cuda_options or {})}), CPU]
         else:
             wanted = [CPU]
-        try:
-            # enable_fallback=0: a CUDA provider that fails to start raises (with onnxruntime's reason)
-            # instead of being replaced by the CPU with a message on stdout.
-            self.session = ort.InferenceSession(os.fspath(path), opts, providers=wanted, enable_fallback=0)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            reason = str(exc).splitlines()[0]
-            if device == "gpu" and _loads_on_cpu(path):
-                raise DeviceError(f"device 'gpu' asked for, but onnxruntime could not start {CUDA}: {reason}; "
-                                  f"{GPU_FIX}") from None
-            raise ArtifactError(f"onnxruntime cannot load {path}: {reason}") from None
+        if external:
+            opts.add_external_initializers_from_files_in_memory(external, data, [len(b) for b in data])
+        with tempfile.TemporaryDirectory(prefix="featuremaps-onnx-") as empty:
+            # A graph loaded from bytes reads external data it is not given from the working
+            # folder; an empty folder instead makes any unlisted reference an error.
+            opts.add_session_config_entry(_EXTERNAL_FOLDER, empty)
+            try:
+                # enable_fallback=0: a CUDA provider that fails to start raises (with onnxruntime's reason)
+                # instead of being replaced by the CPU with a message on stdout.
+                self.session = ort.InferenceSession(graph, opts, providers=wanted, enable_fallback=0)
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                reason = str(exc).splitlines()[0]
+                if device == "gpu" and _loads_on_cpu(graph, opts):
+                    raise DeviceError(f"device 'gpu' asked for, but onnxruntime could not start {CUDA}: {reason}; "
+                                      f"{GPU_FIX}") from None
+                if "xternal data" in reason:
+                    reason += " (external data must be listed in the manifest's onnx.external_data)"
+                raise ArtifactError(f"onnxruntime cannot load {path}: {reason}") from None
+        del graph, data  # onnxruntime holds its own copy
         self.providers = self.session.get_providers()
         # Never serve a 'gpu' session that onnxruntime quietly moved to the CPU.
         if device == "gpu" and self.providers[0] != CUDA:
             raise DeviceError(f"device 'gpu' asked for, but onnxruntime took {self.providers}; {GPU_FIX}")
         self.device = device
         names = [o.name for o in self.session.get_outputs()]
-        if [i.name for i in self.session.get_inputs()] != [INPUT_NAME] or set(names) != set(manifest.output_names):
+        if [i.name for i in self.session.get_inputs()] != [INPUT_NAME] or sorted(names) != sorted(manifest.output_names):
             raise ArtifactError(f"{path} has outputs {names}, the manifest lists {manifest.output_names}")
 
     @staticmethod

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ArtifactError, DeviceError
-from ..manifest import INPUT_NAME, SAVED_MODEL_DIR, SIGNATURE, Manifest
+from ..hashing import copy_verified
+from ..manifest import INPUT_NAME, SAVED_MODEL_DIR, SIGNATURE, Manifest, listed_files
 from ..quiet_tf import import_tensorflow
 
 tf = import_tensorflow()
@@ -30,15 +32,25 @@ class TFRunner:
         if threads:
             _set_threads(threads)
         path = Path(folder) / SAVED_MODEL_DIR
-        try:
-            with tf.device(self._tf_device):
-                self._loaded = tf.saved_model.load(os.fspath(path))
-            self._fn = self._loaded.signatures[SIGNATURE]
-        except (OSError, KeyError, ValueError, tf.errors.OpError) as exc:
-            raise ArtifactError(f"TensorFlow cannot load signature {SIGNATURE!r} from {path}: {exc}") from None
+        # TensorFlow reads a folder, not bytes: it loads a private copy of the listed files, hashed while
+        # copied, so nothing unlisted or swapped after the check is ever read.
+        with tempfile.TemporaryDirectory(prefix="featuremaps-tf-") as private:
+            for rel in listed_files(manifest, Path(folder), only=[SAVED_MODEL_DIR]):
+                try:
+                    copy_verified(Path(folder), rel, manifest.files[rel], Path(private) / rel)
+                except OSError as exc:
+                    raise ArtifactError(f"cannot copy {rel!r} to a private folder in {tempfile.gettempdir()!r} "
+                                        f"for loading: {exc.strerror or exc}") from None
+            try:
+                with tf.device(self._tf_device):
+                    self._loaded = tf.saved_model.load(os.fspath(Path(private) / SAVED_MODEL_DIR))
+                self._fn = self._loaded.signatures[SIGNATURE]
+            except (OSError, KeyError, ValueError, tf.errors.OpError) as exc:
+                message = " ".join(str(exc).replace(private, str(folder)).split())
+                raise ArtifactError(f"TensorFlow cannot load signature {SIGNATURE!r} from {path}: {message}") from None
         inputs = list(self._fn.structured_input_signature[1])
         names = list(self._fn.structured_outputs)
-        if inputs != [INPUT_NAME] or set(names) != set(manifest.output_names):
+        if inputs != [INPUT_NAME] or sorted(names) != sorted(manifest.output_names):
             raise ArtifactError(f"{path} has inputs {inputs} and outputs {names}; the manifest lists "
                                 f"{[INPUT_NAME]} and {manifest.output_names}")
         self.providers = [self._tf_device]

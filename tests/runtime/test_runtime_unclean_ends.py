@@ -1,0 +1,56 @@
+"""Unclean ends of the runtime CLI: SIGTERM cleans up like Ctrl-C, a closed pipe ends quietly; one big run()."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import runtime.api
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_sigterm_during_run_leaves_no_temp_files(tmp_path, reference_artifacts):
+    images = np.lib.format.open_memmap(tmp_path / "many.npy", "w+", np.uint8, (60_000, 28, 28))
+    images[:] = 7
+    images.flush()
+    out = tmp_path / "acts.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "runtime", "run", str(reference_artifacts), "--input",
+                             str(tmp_path / "many.npy"), "--out", str(out), "--quiet"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not writing(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip() == "interrupted", err[-500:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.npy"]  # no temp folder, no partial .npz
+
+
+def writing(folder: Path) -> bool:
+    """Whether outputs are being written: a temporary file beside acts.npz, or one inside a temporary folder."""
+    return any(p.name.endswith(".tmp") or (p.is_dir() and any(p.iterdir())) for p in folder.glob(".acts.npz*"))
+
+
+def test_info_into_a_closed_pipe_ends_quietly(reference_artifacts):
+    """`python -m runtime info artifacts | head -5`: the reader is gone before anything is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "runtime", "info", str(reference_artifacts), "--backend", "onnx"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and err == "", err
+
+
+def test_one_big_run_fills_outputs_chunk_by_chunk(ref_model, digits):
+    """More images than one chunk: the same numbers as batch by batch, in preallocated arrays."""
+    images = np.concatenate([digits[0]] * 5)[: runtime.api.CHUNK * 2 + 3]
+    whole = ref_model.run(images)
+    parts = [ref_model.run(images[i:i + 100]) for i in range(0, len(images), 100)]
+    for name, array in whole.items():
+        assert array.shape[0] == len(images) and array.flags.c_contiguous
+        assert np.allclose(array, np.concatenate([p[name] for p in parts]), atol=1e-5)
+    assert set(ref_model.run(images, outputs=["conv2d"])) == {"conv2d"}

@@ -1,0 +1,498 @@
+// featuremaps explorer: draw, upload or pick an image; see the model's prediction and every exposed
+// layer's feature maps. It speaks only the Open Inference Protocol v2 (metadata + infer, binary
+// tensors), like any other client, so it works for whatever model the server serves.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const DEBOUNCE_MS = 60;     // while drawing: at most one request per pause this long
+const OPEN_LAYERS = 4;      // with more layers than this, only the first ones start expanded
+const MAP_PIXELS = 48;      // target on-screen size of one map in a mosaic (integer upscaling)
+
+const state = {
+  model: null, version: "",   // the served model's name
+  h: 0, w: 0, c: 0,           // input image shape
+  scale: 1 / 255, offset: 0,  // raw pixels -> model input, as the export declared (metadata parameters)
+  labels: null,
+  layers: [],                 // feature-map outputs: {name, h, w, c, el, canvas, dirty}
+  heads: [],                  // the model's own outputs (class scores)
+  outputs: null,              // last response: name -> {shape, data}
+  inflight: false, pending: false, timer: 0,
+  zoom: null,                 // {layer, channel} while the enlarged view is open
+};
+
+// What the tests (and a curious user in the console) can read: the last request and response.
+window.explorer = { ready: false, responses: 0, last: null };
+
+function setStatus(text, isError = false) {
+  const el = $("status");
+  el.textContent = text;
+  el.classList.toggle("error", isError);
+}
+
+// ---- the v2 protocol -------------------------------------------------------------------------
+
+async function getJSON(url, init) {
+  const resp = await fetch(url, init);
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error(body.error || `${url}: HTTP ${resp.status}`);
+  return body;
+}
+
+// The model to show: ?model=NAME, else the one model the server's repository index lists.
+async function findModel() {
+  const asked = new URLSearchParams(location.search).get("model");
+  if (asked) return asked;
+  const index = await getJSON("v2/repository/index", { method: "POST", body: "{}" });
+  const ready = index.filter((m) => !m.state || m.state === "READY");
+  if (!ready.length) throw new Error("the server lists no ready model");
+  return ready[0].name;
+}
+
+function param(meta, key) {
+  const p = meta.parameters || {};
+  return p[key] !== undefined ? p[key] : undefined;
+}
+
+async function loadModel() {
+  state.model = await findModel();
+  const meta = await getJSON(`v2/models/${encodeURIComponent(state.model)}`);
+  const input = meta.inputs[0];
+  const [, h, w, c] = input.shape;
+  if (input.shape.length !== 4 || !(h > 0 && w > 0 && c > 0)) {
+    throw new Error(`expected an image input [batch, H, W, C]; the model declares ${JSON.stringify(input.shape)}`);
+  }
+  Object.assign(state, { h, w, c, inputName: input.name, inputType: input.datatype });
+  const pre = param(meta, "preprocessing");  // the manifest's preprocessing, when the server passes it on
+  if (pre) { state.scale = Number(pre.scale); state.offset = Number(pre.offset || 0); }
+  state.labels = param(meta, "labels") || null;
+  const roles = param(meta, "roles") || {};
+  for (const out of meta.outputs) {
+    const role = roles[out.name] || (out.shape.length === 4 ? "feature_map" : "model_output");
+    if (role === "feature_map" && out.shape.length === 4) {
+      state.layers.push({ name: out.name, h: out.shape[1], w: out.shape[2], c: out.shape[3], dirty: false });
+    } else if (out.shape.length === 2) {
+      state.heads.push({ name: out.name, k: out.shape[1] });
+    }
+  }
+  $("model-name").textContent = `model ${meta.name}`;
+  $("input-shape").textContent = `input ${h}×${w}×${c}` +
+    (state.c === 3 ? " (RGB)" : " (grayscale)") + ` · ${state.layers.length} feature-map layers`;
+}
+
+// One image [H, W, C] of raw 0..255 pixels -> every output, binary tensors both ways.
+async function infer(pixels) {
+  const input = new Float32Array(pixels.length);
+  const scale = Math.fround(state.scale), offset = Math.fround(state.offset);
+  for (let i = 0; i < pixels.length; i++) {
+    // float32 arithmetic, as runtime.preprocess does it: x.astype(float32) * float32(scale) + offset
+    input[i] = Math.fround(Math.fround(pixels[i] * scale) + offset);
+  }
+  const names = [...state.heads, ...state.layers].map((o) => o.name);
+  const header = new TextEncoder().encode(JSON.stringify({
+    inputs: [{ name: state.inputName, shape: [1, state.h, state.w, state.c], datatype: "FP32",
+               parameters: { binary_data_size: input.byteLength } }],
+    outputs: names.map((name) => ({ name, parameters: { binary_data: true } })),
+  }));
+  const resp = await fetch(`v2/models/${encodeURIComponent(state.model)}/infer`, {
+    method: "POST",
+    headers: { "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": String(header.length) },
+    body: new Blob([header, input]),
+  });
+  const buf = await resp.arrayBuffer();
+  const headLen = Number(resp.headers.get("Inference-Header-Content-Length") || buf.byteLength);
+  const head = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 0, headLen)));
+  if (!resp.ok) throw new Error(head.error || `infer: HTTP ${resp.status}`);
+  const outputs = {};
+  let at = headLen;
+  for (const out of head.outputs) {
+    const size = out.parameters && out.parameters.binary_data_size;
+    let data;
+    if (size !== undefined) {
+      data = new Float32Array(buf.slice(at, at + size));  // slice: a typed array needs aligned bytes
+      at += size;
+    } else {
+      data = Float32Array.from(out.data.flat(Infinity));
+    }
+    outputs[out.name] = { shape: out.shape, data };
+  }
+  window.explorer.last = { pixels: Uint8Array.from(pixels), input, outputs };
+  window.explorer.responses += 1;
+  return outputs;
+}
+
+// ---- input: the pad is the model's own resolution, shown enlarged -------------------------
+
+const pad = $("pad");
+const ctx = pad.getContext("2d", { willReadFrequently: true });
+
+function setupPad() {
+  pad.width = state.w;
+  pad.height = state.h;
+  pad.style.aspectRatio = `${state.w} / ${state.h}`;
+  $("colour-label").hidden = state.c !== 3;
+  clearPad();
+}
+
+function clearPad() {
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, state.w, state.h);
+}
+
+// Raw pixels [H, W, C] of the pad; grayscale as Pillow's "L" conversion computes it.
+function padPixels() {
+  const rgba = ctx.getImageData(0, 0, state.w, state.h).data;
+  const n = state.w * state.h, out = new Uint8Array(n * state.c);
+  for (let i = 0; i < n; i++) {
+    const r = rgba[4 * i], g = rgba[4 * i + 1], b = rgba[4 * i + 2];
+    if (state.c === 3) { out[3 * i] = r; out[3 * i + 1] = g; out[3 * i + 2] = b; }
+    else out[i] = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
+  }
+  return out;
+}
+
+// Show exactly what the model receives: grayscale models see the pad in gray.
+function toModelColours() {
+  if (state.c === 3) return;
+  const img = ctx.getImageData(0, 0, state.w, state.h), gray = padPixels();
+  for (let i = 0; i < gray.length; i++) img.data.fill(gray[i], 4 * i, 4 * i + 3);
+  ctx.putImageData(img, 0, 0);
+}
+
+function putPixels(pixels) {  // raw [H, W, C] (or [H, W]) 0..255 -> the pad
+  const img = ctx.createImageData(state.w, state.h), n = state.w * state.h;
+  const c = pixels.length / n;
+  for (let i = 0; i < n; i++) {
+    for (let k = 0; k < 3; k++) img.data[4 * i + k] = pixels[c === 3 ? 3 * i + k : i];
+    img.data[4 * i + 3] = 255;
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+function setupDrawing() {
+  let last = null;
+  const at = (e) => {
+    const r = pad.getBoundingClientRect();
+    return [(e.clientX - r.left) * state.w / r.width, (e.clientY - r.top) * state.h / r.height];
+  };
+  const stroke = (from, to) => {
+    ctx.strokeStyle = state.c === 3 ? $("colour").value : "#fff";
+    ctx.lineWidth = Math.max(1, Math.min(state.w, state.h) * 0.085 * Number($("brush").value));
+    ctx.lineCap = ctx.lineJoin = "round";
+    ctx.beginPath();
+    ctx.moveTo(...from);
+    ctx.lineTo(...to);
+    ctx.stroke();
+  };
+  pad.addEventListener("pointerdown", (e) => {
+    pad.setPointerCapture(e.pointerId);
+    last = at(e);
+    stroke(last, last);
+    changed();
+  });
+  pad.addEventListener("pointermove", (e) => {
+    if (!last) return;
+    const p = at(e);
+    stroke(last, p);
+    last = p;
+    changed();
+  });
+  const end = () => { if (last) { last = null; toModelColours(); changed(0); } };
+  pad.addEventListener("pointerup", end);
+  pad.addEventListener("pointercancel", end);
+}
+
+function setupInputs() {
+  $("clear").onclick = () => { clearPad(); changed(0); };
+  $("invert").onclick = () => {
+    const img = ctx.getImageData(0, 0, state.w, state.h);
+    for (let i = 0; i < img.data.length; i += 4) for (let k = 0; k < 3; k++) img.data[i + k] = 255 - img.data[i + k];
+    ctx.putImageData(img, 0, 0);
+    changed(0);
+  };
+  $("upload").onchange = async (e) => {
+    const file = e.target.files[0];
+    if (!file) return;
+    try {
+      const bitmap = await createImageBitmap(file);
+      clearPad();  // transparency becomes black, as runtime.images reads it
+      ctx.imageSmoothingQuality = "high";
+      ctx.drawImage(bitmap, 0, 0, state.w, state.h);  // stretched to H x W, as runtime.images does
+      toModelColours();
+      changed(0);
+    } catch (err) {
+      setStatus(`cannot read ${file.name}: expected an image file the browser decodes (PNG, JPEG, …)`, true);
+    }
+  };
+}
+
+async function loadSamples() {
+  let samples = [];
+  try {
+    samples = await getJSON("explorer/samples");
+  } catch (err) {
+    return;  // optional: the server ships digits only for 28x28x1 models
+  }
+  if (!Array.isArray(samples)) samples = samples.samples || [];
+  const box = $("samples");
+  for (const [i, s] of samples.entries()) {
+    const pixels = Uint8Array.from((s.pixels || s.image || s).flat(Infinity));
+    if (pixels.length !== state.h * state.w * state.c && pixels.length !== state.h * state.w) continue;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.title = s.label !== undefined ? `test digit #${i} (label ${s.label})` : `sample #${i}`;
+    button.dataset.index = i;
+    const thumb = document.createElement("canvas");
+    thumb.width = state.w;
+    thumb.height = state.h;
+    const img = thumb.getContext("2d").createImageData(state.w, state.h);
+    const c = pixels.length / (state.w * state.h);
+    for (let j = 0; j < state.w * state.h; j++) {
+      for (let k = 0; k < 3; k++) img.data[4 * j + k] = pixels[c === 3 ? 3 * j + k : j];
+      img.data[4 * j + 3] = 255;
+    }
+    thumb.getContext("2d").putImageData(img, 0, 0);
+    button.append(thumb);
+    button.onclick = () => { putPixels(pixels); changed(0); };
+    box.append(button);
+  }
+}
+
+// ---- requests: debounced while drawing, one in flight, the latest image always wins -----------
+
+function changed(delay = DEBOUNCE_MS) {
+  clearTimeout(state.timer);
+  state.timer = setTimeout(send, delay);
+}
+
+async function send() {
+  if (state.inflight) { state.pending = true; return; }
+  state.inflight = true;
+  state.pending = false;
+  const started = performance.now();
+  try {
+    state.outputs = await infer(padPixels());
+    setStatus(`${Math.round(performance.now() - started)} ms per request`);
+    showPrediction();
+    for (const layer of state.layers) layer.dirty = true;
+    renderVisible();
+    if (state.zoom) renderZoom();
+  } catch (err) {
+    setStatus(err.message, true);
+  } finally {
+    state.inflight = false;
+    if (state.pending) send();
+  }
+}
+
+// ---- the model's own outputs ----------------------------------------------------------------
+
+function showPrediction() {
+  const box = $("prediction");
+  box.replaceChildren();
+  for (const head of state.heads) {
+    const scores = state.outputs[head.name].data;
+    let top = 0;
+    for (let i = 1; i < scores.length; i++) if (scores[i] > scores[top]) top = i;
+    const sum = scores.reduce((a, b) => a + b, 0);
+    const isProb = scores.every((v) => v >= 0 && v <= 1) && Math.abs(sum - 1) < 1e-3;
+    const label = (i) => (state.labels && state.labels[i] !== undefined ? state.labels[i] : String(i));
+    const title = document.createElement("p");
+    title.className = "predicted";
+    title.textContent = `${label(top)}` + (isProb ? ` · ${(100 * scores[top]).toFixed(1)}%` : "");
+    title.title = `output ${head.name}`;
+    box.append(title);
+    const max = Math.max(...scores.map(Math.abs)) || 1;
+    scores.forEach((v, i) => {
+      const row = document.createElement("div");
+      row.className = "bar" + (i === top ? " top" : "");
+      row.innerHTML = '<span></span><span class="track"><span class="fill"></span></span><span></span>';
+      row.children[0].textContent = label(i);
+      row.querySelector(".fill").style.width = `${Math.max(0, 100 * v / max)}%`;
+      row.children[2].textContent = isProb ? `${(100 * v).toFixed(1)}%` : v.toPrecision(3);
+      box.append(row);
+    });
+  }
+}
+
+// ---- feature maps: one collapsible section per layer, drawn only when open and on screen ------
+
+const visible = new Set();
+const observer = new IntersectionObserver((entries) => {
+  for (const e of entries) e.isIntersecting ? visible.add(e.target) : visible.delete(e.target);
+  renderVisible();
+}, { rootMargin: "200px" });
+
+function gridCols(c) {  // as viz.tiling.default_cols: 8 from 16 maps on, else ceil(sqrt)
+  return c >= 16 ? 8 : Math.max(1, Math.ceil(Math.sqrt(c)));
+}
+
+function setupLayers() {
+  const box = $("layers");
+  $("layer-count").textContent = `${state.layers.length} layers`;
+  state.layers.forEach((layer, i) => {
+    const el = document.createElement("details");
+    el.className = "layer";
+    el.dataset.layer = layer.name;
+    el.open = state.layers.length <= OPEN_LAYERS || i < OPEN_LAYERS;
+    const summary = document.createElement("summary");
+    summary.innerHTML = "<strong></strong> <span class=muted></span>";
+    summary.children[0].textContent = layer.name;
+    summary.children[1].textContent = `${layer.c} maps, ${layer.h}×${layer.w}`;
+    const canvas = document.createElement("canvas");
+    canvas.className = "mosaic";
+    layer.cols = gridCols(layer.c);
+    layer.rows = Math.ceil(layer.c / layer.cols);
+    canvas.width = layer.cols * (layer.w + 1) - 1;
+    canvas.height = layer.rows * (layer.h + 1) - 1;
+    const up = Math.max(1, Math.round(MAP_PIXELS / Math.max(layer.h, layer.w)));
+    canvas.style.width = `${canvas.width * up}px`;
+    canvas.addEventListener("click", (e) => {
+      const x = Math.floor(e.offsetX * canvas.width / canvas.clientWidth / (layer.w + 1));
+      const y = Math.floor(e.offsetY * canvas.height / canvas.clientHeight / (layer.h + 1));
+      const channel = Math.min(y, layer.rows - 1) * layer.cols + Math.min(x, layer.cols - 1);
+      if (channel < layer.c) openZoom(layer, channel);
+    });
+    el.append(summary, canvas);
+    el.addEventListener("toggle", renderVisible);
+    Object.assign(layer, { el, canvas, summary });
+    box.append(el);
+    observer.observe(el);
+  });
+  $("norm").onchange = () => {
+    for (const layer of state.layers) layer.dirty = true;
+    renderVisible();
+    if (state.zoom) renderZoom();
+  };
+  $("expand-all").onclick = () => state.layers.forEach((l) => { l.el.open = true; });
+  $("collapse-all").onclick = () => state.layers.forEach((l) => { l.el.open = false; });
+}
+
+// Per-channel min and max of one layer's maps (NHWC, batch of one).
+function ranges(layer) {
+  const { data } = state.outputs[layer.name];
+  const lo = new Float32Array(layer.c).fill(Infinity), hi = new Float32Array(layer.c).fill(-Infinity);
+  for (let i = 0; i < data.length; i++) {
+    const ch = i % layer.c, v = data[i];
+    if (v < lo[ch]) lo[ch] = v;
+    if (v > hi[ch]) hi[ch] = v;
+  }
+  return { lo, hi };
+}
+
+// The span each channel is scaled by: its own (per map) or the layer's (per layer); constant -> 0.
+function scaling(layer) {
+  const { lo, hi } = ranges(layer);
+  if ($("norm").value === "layer") {
+    const l = Math.min(...lo), h = Math.max(...hi);
+    lo.fill(l);
+    hi.fill(h);
+  }
+  return { lo, hi };
+}
+
+function renderVisible() {
+  if (!state.outputs) return;
+  for (const layer of state.layers) {
+    if (layer.dirty && layer.el.open && visible.has(layer.el)) renderLayer(layer);
+  }
+}
+
+function renderLayer(layer) {
+  const { data } = state.outputs[layer.name];
+  const { lo, hi } = scaling(layer);
+  const { canvas, w, h, c, cols } = layer;
+  const g = canvas.getContext("2d");
+  const img = g.createImageData(canvas.width, canvas.height);
+  img.data.fill(255);  // padding and empty cells: white
+  for (let ch = 0; ch < c; ch++) {
+    const x0 = (ch % cols) * (w + 1), y0 = Math.floor(ch / cols) * (h + 1);
+    const span = hi[ch] - lo[ch], k = span > 0 ? 255 / span : 0;
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const v = Math.round((data[(y * w + x) * c + ch] - lo[ch]) * k);
+        const p = 4 * ((y0 + y) * canvas.width + x0 + x);
+        img.data[p] = img.data[p + 1] = img.data[p + 2] = v;
+      }
+    }
+  }
+  g.putImageData(img, 0, 0);
+  const all = ranges(layer);
+  layer.summary.children[1].textContent =
+    `${c} maps, ${h}×${w} · values ${fmt(Math.min(...all.lo))} … ${fmt(Math.max(...all.hi))}`;
+  layer.dirty = false;
+  layer.el.dataset.rendered = String(window.explorer.responses);
+}
+
+function fmt(v) {
+  return Math.abs(v) >= 1000 || (v !== 0 && Math.abs(v) < 0.01) ? v.toExponential(2) : v.toFixed(3);
+}
+
+// ---- one map enlarged -------------------------------------------------------------------------
+
+function openZoom(layer, channel) {
+  state.zoom = { layer, channel };
+  renderZoom();
+  if (!$("zoom").open) $("zoom").showModal();
+}
+
+function renderZoom() {
+  const { layer, channel } = state.zoom;
+  const { data } = state.outputs[layer.name];
+  const { lo, hi } = scaling(layer);
+  const own = ranges(layer);
+  const canvas = $("zoom-canvas");
+  canvas.width = layer.w;
+  canvas.height = layer.h;
+  canvas.style.aspectRatio = `${layer.w} / ${layer.h}`;
+  const g = canvas.getContext("2d"), img = g.createImageData(layer.w, layer.h);
+  const span = hi[channel] - lo[channel], k = span > 0 ? 255 / span : 0;
+  let sum = 0;
+  for (let i = 0; i < layer.w * layer.h; i++) {
+    const v = data[i * layer.c + channel];
+    sum += v;
+    img.data.fill(Math.round((v - lo[channel]) * k), 4 * i, 4 * i + 3);
+    img.data[4 * i + 3] = 255;
+  }
+  g.putImageData(img, 0, 0);
+  $("zoom-title").textContent = `${layer.name} · channel ${channel} of ${layer.c}`;
+  $("zoom-info").textContent = `min ${fmt(own.lo[channel])} · max ${fmt(own.hi[channel])} · ` +
+    `mean ${fmt(sum / (layer.w * layer.h))} · ${layer.h}×${layer.w} · normalised ${$("norm").value === "layer" ? "per layer" : "per map"}`;
+  $("zoom").dataset.channel = channel;
+  $("zoom").dataset.layer = layer.name;
+}
+
+function setupZoom() {
+  const step = (d) => {
+    if (!state.zoom) return;
+    const { layer, channel } = state.zoom;
+    state.zoom.channel = (channel + d + layer.c) % layer.c;
+    renderZoom();
+  };
+  $("zoom-prev").onclick = () => step(-1);
+  $("zoom-next").onclick = () => step(1);
+  $("zoom").addEventListener("keydown", (e) => {
+    if (e.key === "ArrowLeft") step(-1);
+    if (e.key === "ArrowRight") step(1);
+  });
+  $("zoom").addEventListener("close", () => { state.zoom = null; });
+}
+
+async function main() {
+  try {
+    await loadModel();
+  } catch (err) {
+    $("model-name").textContent = "no model";
+    setStatus(err.message, true);
+    return;
+  }
+  setupPad();
+  setupDrawing();
+  setupInputs();
+  setupLayers();
+  setupZoom();
+  await loadSamples();
+  window.explorer.ready = true;
+  setStatus("ready: draw, upload or pick a digit");
+}
+
+main();

@@ -170,11 +170,10 @@ def _load_topk(path: Path, out: dict, k: int) -> dict[str, np.ndarray]:
 def channel_strip(images: np.ndarray, maps: np.ndarray, index: np.ndarray) -> np.ndarray:
     """One channel's top-k as RGB uint8: row 1 each image with the map overlaid, row 2 the map alone.
 
-    Maps are scaled by the channel's largest value over its top-k (so the k tiles compare), resized
-    to the image's size; image slots without an image (index -1) stay blank.
+    Maps are scaled by the channel's largest value over its top-k (so the k tiles compare) and
+    centred on the image at an integer zoom (which lines a valid-padding conv stack's maps up with
+    the pixels they see); image slots without an image (index -1) stay blank.
     """
-    from PIL import Image
-
     k, hin, win = images.shape[:3]
     valid = index >= 0
     top = float(maps[valid].max()) if valid.any() else 0.0
@@ -182,13 +181,28 @@ def channel_strip(images: np.ndarray, maps: np.ndarray, index: np.ndarray) -> np
     strip = np.full((2 * hin + 1, k * (win + 1) - 1, 3), 255, np.uint8)
     for j in np.flatnonzero(valid):
         scaled = (maps[j] - low) / (top - low) if top > low else np.zeros_like(maps[j])
-        heat = np.asarray(Image.fromarray(scaled.astype(np.float32), "F").resize((win, hin), Image.Resampling.BILINEAR))
-        heat = np.clip(heat, 0.0, 1.0)[..., None]
+        heat = _centred(np.clip(scaled, 0.0, 1.0), hin, win)[..., None]
         base = _as_rgb(images[j]).astype(np.float32) * 0.7
         x0 = j * (win + 1)
         strip[:hin, x0:x0 + win] = np.rint(base * (1 - heat) + OVERLAY * heat).astype(np.uint8)
         strip[hin + 1:, x0:x0 + win] = np.rint(heat * 255).astype(np.uint8)
     return strip
+
+
+def _centred(m: np.ndarray, hin: int, win: int) -> np.ndarray:
+    """A map on an hin x win canvas: enlarged by the largest integer factor that fits, centred."""
+    h, w = m.shape
+    zoom = min(hin // h, win // w)
+    if zoom >= 1:
+        m = m.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    else:  # a map larger than the image: shrink it to fit (nearest)
+        rows = np.arange(hin) * h // hin
+        cols = np.arange(win) * w // win
+        m = m[rows][:, cols]
+    canvas = np.zeros((hin, win), np.float32)
+    top, left = (hin - m.shape[0]) // 2, (win - m.shape[1]) // 2
+    canvas[top:top + m.shape[0], left:left + m.shape[1]] = m
+    return canvas
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
@@ -296,7 +310,8 @@ def layer_page(stats: dict, name: str, out: dict, topk: dict) -> str:
     body = (f'<header><a href="../index.html">← all layers</a><h1>{html.escape(name)}</h1>'
             f"<p>{c} channels, maps {h}×{w} · {dead} dead · {nearly} nearly dead. "
             f"Each channel: its top {stats['k']} images with the map overlaid (top row) and the map alone "
-            f"(bottom row), scaled by the channel's largest value; numbers are each image's maximum.</p></header>"
+            f"(bottom row, centred at an integer zoom), scaled by the channel's largest value; numbers are "
+            f"each image's maximum.</p></header>"
             f'<main>{"".join(cards)}</main>')
     return _page(f"{name}: microscope", body, "../")
 

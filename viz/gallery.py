@@ -241,7 +241,7 @@ def histogram_svg(counts, edges, width: int = 160, height: int = 36) -> str:
 
 def _page(title: str, body: str, root: str) -> str:
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
             f'<link rel="stylesheet" href="{root}gallery.css"></head>\n<body>{body}</body></html>\n')
 
 

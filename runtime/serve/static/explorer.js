@@ -11,7 +11,6 @@ const MAP_PIXELS = 48;      // target on-screen size of one map in a mosaic (int
 const state = {
   model: null, version: "",   // the served model's name
   h: 0, w: 0, c: 0,           // input image shape
-  scale: 1 / 255, offset: 0,  // raw pixels -> model input, as the export declared (metadata parameters)
   labels: null,
   layers: [],                 // feature-map outputs: {name, h, w, c, el, canvas, dirty}
   heads: [],                  // the model's own outputs (class scores)
@@ -21,7 +20,8 @@ const state = {
 };
 
 // What the tests (and a curious user in the console) can read: the last request and response.
-window.explorer = { ready: false, responses: 0, last: null };
+// busy: a request is scheduled or in flight.
+window.explorer = { ready: false, busy: false, responses: 0, last: null };
 
 function setStatus(text, isError = false) {
   const el = $("status");
@@ -38,16 +38,24 @@ async function getJSON(url, init) {
   return body;
 }
 
-// The model to show: ?model=NAME, else the one model the server's repository index lists.
+// The model to show: ?model=NAME, else the first ready model of the server's repository index
+// (Triton's model repository extension), which a server may not offer.
 async function findModel() {
   const asked = new URLSearchParams(location.search).get("model");
   if (asked) return asked;
-  const index = await getJSON("v2/repository/index", { method: "POST", body: "{}" });
+  let index;
+  try {
+    index = await getJSON("v2/repository/index", { method: "POST", body: "{}" });
+  } catch (err) {
+    throw new Error("which model? open this page as /?model=NAME (the name the server printed at start)");
+  }
   const ready = index.filter((m) => !m.state || m.state === "READY");
   if (!ready.length) throw new Error("the server lists no ready model");
   return ready[0].name;
 }
 
+// Optional metadata parameters a server may add ("labels": class names, "roles": output name ->
+// "feature_map" | "model_output"); without them class indices are shown and rank decides the role.
 function param(meta, key) {
   const p = meta.parameters || {};
   return p[key] !== undefined ? p[key] : undefined;
@@ -61,9 +69,7 @@ async function loadModel() {
   if (input.shape.length !== 4 || !(h > 0 && w > 0 && c > 0)) {
     throw new Error(`expected an image input [batch, H, W, C]; the model declares ${JSON.stringify(input.shape)}`);
   }
-  Object.assign(state, { h, w, c, inputName: input.name, inputType: input.datatype });
-  const pre = param(meta, "preprocessing");  // the manifest's preprocessing, when the server passes it on
-  if (pre) { state.scale = Number(pre.scale); state.offset = Number(pre.offset || 0); }
+  Object.assign(state, { h, w, c, inputName: input.name });
   state.labels = param(meta, "labels") || null;
   const roles = param(meta, "roles") || {};
   for (const out of meta.outputs) {
@@ -79,17 +85,14 @@ async function loadModel() {
     (state.c === 3 ? " (RGB)" : " (grayscale)") + ` · ${state.layers.length} feature-map layers`;
 }
 
-// One image [H, W, C] of raw 0..255 pixels -> every output, binary tensors both ways.
+// One image [H, W, C] of raw 0..255 pixels -> every output, binary tensors both ways. Raw UINT8
+// pixels, not floats: the server applies the model's own preprocessing (the manifest's), so the page
+// stays right for any export's --scale/--offset.
 async function infer(pixels) {
-  const input = new Float32Array(pixels.length);
-  const scale = Math.fround(state.scale), offset = Math.fround(state.offset);
-  for (let i = 0; i < pixels.length; i++) {
-    // float32 arithmetic, as runtime.preprocess does it: x.astype(float32) * float32(scale) + offset
-    input[i] = Math.fround(Math.fround(pixels[i] * scale) + offset);
-  }
+  const input = Uint8Array.from(pixels);
   const names = [...state.heads, ...state.layers].map((o) => o.name);
   const header = new TextEncoder().encode(JSON.stringify({
-    inputs: [{ name: state.inputName, shape: [1, state.h, state.w, state.c], datatype: "FP32",
+    inputs: [{ name: state.inputName, shape: [1, state.h, state.w, state.c], datatype: "UINT8",
                parameters: { binary_data_size: input.byteLength } }],
     outputs: names.map((name) => ({ name, parameters: { binary_data: true } })),
   }));
@@ -115,7 +118,7 @@ async function infer(pixels) {
     }
     outputs[out.name] = { shape: out.shape, data };
   }
-  window.explorer.last = { pixels: Uint8Array.from(pixels), input, outputs };
+  window.explorer.last = { pixels: input, outputs };
   window.explorer.responses += 1;
   return outputs;
 }
@@ -260,8 +263,9 @@ async function loadSamples() {
 // ---- requests: debounced while drawing, one in flight, the latest image always wins -----------
 
 function changed(delay = DEBOUNCE_MS) {
+  window.explorer.busy = true;
   clearTimeout(state.timer);
-  state.timer = setTimeout(send, delay);
+  state.timer = setTimeout(() => { state.timer = 0; send(); }, delay);
 }
 
 async function send() {
@@ -281,6 +285,7 @@ async function send() {
   } finally {
     state.inflight = false;
     if (state.pending) send();
+    else if (!state.timer) window.explorer.busy = false;
   }
 }
 

@@ -249,6 +249,11 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
+def _percent(fraction: float) -> str:
+    text = f"{fraction:.1%}"
+    return ">99.9%" if text == "100.0%" and fraction < 1 else text  # a rare activation is not "100% zeros"
+
+
 def _summary(out: dict) -> tuple[int, int, float]:
     chans = out["channels"]
     dead = sum(bool(c["dead"]) for c in chans)
@@ -266,7 +271,8 @@ def index_page(stats: dict) -> str:
         rows.append(
             f'<tr{flag}><td><a href="layers/{name}.html">{html.escape(name)}</a>'
             f'<div class="muted">{html.escape(str(out.get("layer", name)))}</div></td>'
-            f"<td>{c}</td><td>{h}×{w}</td><td>{dead}</td><td>{nearly}</td><td>{zero:.1%}</td>"
+            f"<td>{c}</td><td>{h}×{w}</td><td>{dead}{_links(name, out, 'dead')}</td>"
+            f"<td>{nearly}{_links(name, out, 'nearly_dead')}</td><td>{_percent(zero)}</td>"
             f'<td>{histogram_svg(layer_counts, out["histogram"]["edges"])}</td></tr>')
     head = ("<tr><th>layer</th><th>channels</th><th>map size</th><th>dead</th><th>nearly dead</th>"
             "<th>zeros</th><th>activations (log)</th></tr>")
@@ -274,6 +280,14 @@ def index_page(stats: dict) -> str:
             f"<p>{_about(stats)}</p></header>"
             f'<main><table class="layers">{head}{"".join(rows)}</table></main>')
     return _page(f"Microscope: {stats.get('model', '')}", body, "")
+
+
+def _links(name: str, out: dict, flag: str, most: int = 8) -> str:
+    """Links to the first flagged channels of a layer (a nearly dead channel that is dead counts once)."""
+    hits = [i for i, c in enumerate(out["channels"]) if c[flag] and (flag == "dead" or not c["dead"])]
+    links = " ".join(f'<a href="layers/{name}.html#c{i}">c{i}</a>' for i in hits[:most])
+    more = f" +{len(hits) - most}" if len(hits) > most else ""
+    return f' <span class="muted">{links}{more}</span>' if hits else ""
 
 
 def _about(stats: dict) -> str:
@@ -301,7 +315,7 @@ def layer_page(stats: dict, name: str, out: dict, topk: dict) -> str:
         cards.append(
             f'<section class="{cls}" id="c{ch}"><div class="meta"><h2>channel {ch} {badge}</h2>'
             f'<dl><dt>mean</dt><dd>{_fmt(rec["mean"])}</dd><dt>std</dt><dd>{_fmt(rec["std"])}</dd>'
-            f'<dt>zeros</dt><dd>{rec["zero_fraction"]:.1%}</dd><dt>max</dt><dd>{_fmt(rec["max"])}</dd>'
+            f'<dt>zeros</dt><dd>{_percent(rec["zero_fraction"])}</dd><dt>max</dt><dd>{_fmt(rec["max"])}</dd>'
             f'<dt>min</dt><dd>{_fmt(rec["min"])}</dd></dl>'
             f'{histogram_svg(out["histogram"]["counts"][ch], edges, 120, 28)}</div>'
             f'<figure><img src="../img/{name}/c{ch}.png" width="{strip_w}" height="{strip_h}" loading="lazy" '

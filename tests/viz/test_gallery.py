@@ -77,7 +77,10 @@ def test_dead_channels_are_flagged(reference_artifacts, digits, tmp_path):
     page = (site / "layers" / "conv2d.html").read_text()
     assert page.count('<section class="channel dead"') == 32
     assert page.count('class="badge dead"') == 32
-    assert re.search(r"<td>32</td><td>26×26</td><td>32</td>", (site / "index.html").read_text())
+    index = (site / "index.html").read_text()
+    assert re.search(r"<td>32</td><td>26×26</td><td>32 <span", index)  # 32 channels, 32 dead
+    assert 'href="layers/conv2d.html#c7">c7</a> +24' in index  # the first 8 linked
+    assert 'id="c7"' in page
 
 
 def test_existing_folders_are_never_clobbered(stats_folder, tmp_path):

@@ -33,6 +33,7 @@ MARKER = ".featuremaps-gallery"  # marks a folder this command wrote: the only k
 CSS = Path(__file__).parent / "static" / "gallery.css"
 TILE_ZOOM = 2   # CSS upscaling of the channel strips (PNGs stay at native resolution: a small site)
 OVERLAY = np.array([255, 96, 0], np.float32)  # the map's colour over the image
+CHANNEL_FIELDS = ("mean", "std", "max", "min", "zero_fraction", "dead", "nearly_dead")
 
 
 def read_stats(folder: str | Path) -> dict:
@@ -58,9 +59,13 @@ def read_stats(folder: str | Path) -> dict:
         for name, out in stats["outputs"].items():
             safe_name(name)
             out["topk_path"] = confine(folder, out["topk"], "top-k file")
-            if len(out["shape"]) != 3 or len(out["channels"]) != out["shape"][2]:
-                raise DataError(f"{path}: output {name!r} has shape {out['shape']} and {len(out['channels'])} "
-                                "channel records; expected [H, W, C] and C records")
+            records, histograms = len(out["channels"]), len(out["histogram"]["counts"])
+            if len(out["shape"]) != 3 or not records == histograms == out["shape"][2]:
+                raise DataError(f"{path}: output {name!r} has shape {out['shape']}, {records} channel records and "
+                                f"{histograms} histograms; expected [H, W, C] and C of each")
+            lacking = sorted({key for ch in out["channels"] for key in CHANNEL_FIELDS if key not in ch})
+            if lacking:
+                raise DataError(f"{path}: channel records of output {name!r} lack {lacking}")
         stats["k"], stats["images"] = int(stats["k"]), int(stats["images"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DataError(f"{path} does not follow {SCHEMA}: missing or malformed {exc}") from None
@@ -96,12 +101,17 @@ def write_gallery(stats_folder: str | Path, out: str | Path, force: bool = False
     stats = read_stats(stats_folder)
     out = Path(out)
     _check_target(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        build = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    except OSError as exc:
+        raise DataError(f"cannot write the site into {str(out.parent)!r}: {exc.strerror}") from None
     try:
         _build_site(stats, build)
         build.chmod(0o777 & ~umask())  # mkdtemp's folders are 0700
         _replace(build, out)
+    except OSError as exc:  # e.g. a full disk: nothing half-written stays
+        raise DataError(f"cannot write the site {str(out)!r}: {exc.strerror or exc}") from None
     finally:
         if build.exists():
             shutil.rmtree(build)
@@ -155,7 +165,8 @@ def _load_topk(path: Path, out: dict, k: int) -> dict[str, np.ndarray]:
         with np.load(path) as f:
             topk = {key: f[key] for key in ("index", "value", "maps", "images")}
     except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"cannot read top-k file {str(path)!r}: {exc}; expected index, value, maps and images") from None
+        raise DataError(
+            f"cannot read top-k file {str(path)!r}: {exc}; expected index, value, maps and images") from None
     expected = {"index": (c, k), "value": (c, k), "maps": (c, k, h, w)}
     for key, shape in expected.items():
         if topk[key].shape != shape:

@@ -17,7 +17,8 @@ def chromium_path() -> str | None:
 
 @pytest.fixture(scope="session")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install -e '.[browser]'")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed: pip install -e '.[browser]'")
     path = chromium_path()
     if not path:
         pytest.skip("no chromium executable: apt-get install chromium (or set FEATUREMAPS_CHROMIUM)")

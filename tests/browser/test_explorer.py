@@ -15,13 +15,14 @@ import runtime
 from serving import Server
 
 LAST = """() => {
-  const l = window.explorer.last;
-  return {pixels: Array.from(l.pixels),
-          outputs: Object.fromEntries(Object.entries(l.outputs).map(([k, v]) => [k, {shape: v.shape, data: Array.from(v.data)}]))};
+  const l = window.explorer.last, outputs = {};
+  for (const [name, v] of Object.entries(l.outputs)) outputs[name] = {shape: v.shape, data: Array.from(v.data)};
+  return {pixels: Array.from(l.pixels), outputs};
 }"""
 MOSAIC = """name => {
   const c = document.querySelector(`details[data-layer="${name}"] canvas`);
-  return {width: c.width, height: c.height, rgba: Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data)};
+  const rgba = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  return {width: c.width, height: c.height, rgba: Array.from(rgba)};
 }"""
 
 
@@ -178,7 +179,8 @@ def test_a_three_channel_model_of_another_size(page, zoo_artifacts):
     server = Server(artifacts)
     try:
         open_explorer(page, server)
-        assert page.evaluate("[document.querySelector('#pad').width, document.querySelector('#pad').height]") == [32, 32]
+        assert page.evaluate("[document.querySelector('#pad').width, document.querySelector('#pad').height]") \
+            == [32, 32]
         page.locator("#colour").fill("#ff8000")
         stroke(page, [(0.3, 0.3), (0.7, 0.7)])
         page.wait_for_function("window.explorer.responses >= 1 && window.explorer.last.pixels.some(v => v == 128)")

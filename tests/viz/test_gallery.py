@@ -140,3 +140,10 @@ def test_cli_builds_the_site_without_tensorflow_or_onnxruntime(stats_folder, tmp
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert re.search(r"site/index.html\s+\(\d+ files, [\d.]+ MB\)", done.stdout)
+
+
+def test_an_unwritable_place_is_a_clear_error(stats_folder, tmp_path):
+    (tmp_path / "file.txt").write_text("not a folder")
+    with pytest.raises(DataError, match="cannot write the site into"):
+        gallery.write_gallery(stats_folder, tmp_path / "file.txt" / "site")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]

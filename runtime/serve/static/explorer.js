@@ -460,8 +460,9 @@ function renderZoom() {
   }
   g.putImageData(img, 0, 0);
   $("zoom-title").textContent = `${layer.name} · channel ${channel} of ${layer.c}`;
+  const norm = $("norm").value === "layer" ? "per layer" : "per map";
   $("zoom-info").textContent = `min ${fmt(own.lo[channel])} · max ${fmt(own.hi[channel])} · ` +
-    `mean ${fmt(sum / (layer.w * layer.h))} · ${layer.h}×${layer.w} · normalised ${$("norm").value === "layer" ? "per layer" : "per map"}`;
+    `mean ${fmt(sum / (layer.w * layer.h))} · ${layer.h}×${layer.w} · normalised ${norm}`;
   $("zoom").dataset.channel = channel;
   $("zoom").dataset.layer = layer.name;
 }

@@ -174,6 +174,24 @@ def test_a_clicked_map_is_enlarged_with_its_channel_and_range(page, server):
     assert page.errors == []
 
 
+def test_collapsed_layers_are_drawn_only_when_opened(page, server):
+    # what keeps models with hundreds of exposed layers usable: closed or off-screen sections cost nothing
+    open_explorer(page, server)
+    page.click("details[data-layer='conv2d_1'] summary")
+    page.click("#samples button[data-index='2']")
+    page.wait_for_function("window.explorer.responses >= 1 && !window.explorer.busy")
+    wait_rendered(page, "conv2d")
+    closed = page.locator("details[data-layer='conv2d_1']")
+    assert closed.get_attribute("open") is None and closed.get_attribute("data-rendered") is None
+    page.click("details[data-layer='conv2d_1'] summary")
+    wait_rendered(page, "conv2d_1")
+    _, outputs = last(page, (28, 28, 1))
+    drawn = page.evaluate(MOSAIC, "conv2d_1")
+    gray = np.asarray(drawn["rgba"], np.float64).reshape(drawn["height"], drawn["width"], 4)[..., 0]
+    assert np.abs(gray - expected_mosaic(outputs["conv2d_1"])).max() <= 1
+    assert page.errors == []
+
+
 def test_a_three_channel_model_of_another_size(page, zoo_artifacts):
     artifacts = zoo_artifacts("rgb_small")
     server = Server(artifacts)

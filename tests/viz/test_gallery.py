@@ -147,3 +147,17 @@ def test_an_unwritable_place_is_a_clear_error(stats_folder, tmp_path):
     with pytest.raises(DataError, match="cannot write the site into"):
         gallery.write_gallery(stats_folder, tmp_path / "file.txt" / "site")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_a_colour_model_fed_floats(zoo_artifacts, digits, tmp_path):
+    from zoo import digits_as
+
+    images = digits_as((32, 32, 3), digits[0][:6]) * np.array([1.0, 0.5, 0.0], np.float32)  # orange floats
+    stats_dir = make_stats(zoo_artifacts("rgb_small"), images, tmp_path / "stats", k=2)
+    site = gallery.write_gallery(stats_dir, tmp_path / "site")
+    with Image.open(site / "img" / "rgb_conv" / "c0.png") as png:
+        strip = np.asarray(png)
+    assert strip.shape == (2 * 32 + 1, 2 * 33 - 1, 3)
+    # the tiles keep the images' colour (red and green, no blue; the orange overlay has no blue either)
+    assert (strip[:32, :32, 2] == 0).all() and strip[:32, :32, 0].max() > 100
+    assert (site / "layers" / "rgb_conv_2.html").is_file()

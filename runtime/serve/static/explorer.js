@@ -9,7 +9,7 @@ const OPEN_LAYERS = 4;      // with more layers than this, only the first ones s
 const MAP_PIXELS = 48;      // target on-screen size of one map in a mosaic (integer upscaling)
 
 const state = {
-  model: null, version: "",   // the served model's name
+  model: null,                // the served model's name
   h: 0, w: 0, c: 0,           // input image shape
   labels: null,
   layers: [],                 // feature-map outputs: {name, h, w, c, el, canvas, dirty}
@@ -57,8 +57,7 @@ async function findModel() {
 // Optional metadata parameters a server may add ("labels": class names, "roles": output name ->
 // "feature_map" | "model_output"); without them class indices are shown and rank decides the role.
 function param(meta, key) {
-  const p = meta.parameters || {};
-  return p[key] !== undefined ? p[key] : undefined;
+  return (meta.parameters || {})[key];
 }
 
 async function loadModel() {
@@ -103,7 +102,12 @@ async function infer(pixels) {
   });
   const buf = await resp.arrayBuffer();
   const headLen = Number(resp.headers.get("Inference-Header-Content-Length") || buf.byteLength);
-  const head = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 0, headLen)));
+  let head = {};
+  try {
+    head = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 0, headLen)));
+  } catch (err) {
+    if (resp.ok) throw new Error(`infer: the server's answer is not v2 JSON (${err.message})`);
+  }
   if (!resp.ok) throw new Error(head.error || `infer: HTTP ${resp.status}`);
   const outputs = {};
   let at = headLen;

@@ -192,6 +192,14 @@ def test_collapsed_layers_are_drawn_only_when_opened(page, server):
     assert page.errors == []
 
 
+def test_an_unknown_model_is_a_clear_message_on_the_page(page, server):
+    page.goto(f"{server.url}/?model=nope")
+    page.wait_for_selector("#status.error")
+    status = page.inner_text("#status")
+    assert "nope" in status and server.name in status  # the server's error: what was asked, what is there
+    assert page.inner_text("#model-name") == "no model"
+
+
 def test_a_three_channel_model_of_another_size(page, zoo_artifacts):
     artifacts = zoo_artifacts("rgb_small")
     server = Server(artifacts)

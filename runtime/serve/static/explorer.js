@@ -54,8 +54,9 @@ async function findModel() {
   return ready[0].name;
 }
 
-// Optional metadata parameters a server may add ("labels": class names, "roles": output name ->
-// "feature_map" | "model_output"); without them class indices are shown and rank decides the role.
+// Metadata parameters beyond the protocol that `runtime serve` adds ("labels": class names, "roles":
+// output name -> "feature_map" | "model_output"); without them (another v2 server) class indices are
+// shown and the rank decides the role.
 function param(meta, key) {
   return (meta.parameters || {})[key];
 }
@@ -75,9 +76,9 @@ async function loadModel() {
     const role = roles[out.name] || (out.shape.length === 4 ? "feature_map" : "model_output");
     if (role === "feature_map" && out.shape.length === 4) {
       state.layers.push({ name: out.name, h: out.shape[1], w: out.shape[2], c: out.shape[3], dirty: false });
-    } else if (out.shape.length === 2) {
+    } else if (role === "model_output" && out.shape.length === 2) {
       state.heads.push({ name: out.name, k: out.shape[1] });
-    }
+    }  // other outputs (e.g. an exposed dense layer) have no maps to draw
   }
   $("model-name").textContent = `model ${meta.name}`;
   $("input-shape").textContent = `input ${h}×${w}×${c}` +

@@ -72,9 +72,11 @@ def test_channel_strip_draws_the_top_maps_and_leaves_missing_images_blank(refere
 
 def test_dead_channels_are_flagged(reference_artifacts, digits, tmp_path):
     # nothing exceeds this threshold: every channel is dead, as runtime stats decides it
-    stats_dir = make_stats(reference_artifacts, digits[0][:8], tmp_path / "stats", k=2, threshold=1e6)
+    names = [f"scan_{i}.png" for i in range(8)]
+    stats_dir = make_stats(reference_artifacts, digits[0][:8], tmp_path / "stats", k=2, threshold=1e6, sources=names)
     site = gallery.write_gallery(stats_dir, tmp_path / "site")
     page = (site / "layers" / "conv2d.html").read_text()
+    assert '<li title="scan_' in page  # each top-k value names its source
     assert page.count('<section class="channel dead"') == 32
     assert page.count('class="badge dead"') == 32
     index = (site / "index.html").read_text()

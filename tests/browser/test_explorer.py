@@ -192,6 +192,18 @@ def test_collapsed_layers_are_drawn_only_when_opened(page, server):
     assert page.errors == []
 
 
+def test_the_page_at_the_root_finds_the_served_model(page, server):
+    import tritonclient.http
+
+    # the standard repository index the page asks (and NVIDIA's client reads)
+    index = tritonclient.http.InferenceServerClient(server.host_port).get_model_repository_index()
+    assert index == [{"name": server.name, "version": "1", "state": "READY"}]
+    page.goto(f"{server.url}/")
+    page.wait_for_function("window.explorer.ready")
+    assert page.inner_text("#model-name") == f"model {server.name}"
+    assert page.errors == []
+
+
 def test_an_unknown_model_is_a_clear_message_on_the_page(page, server):
     page.goto(f"{server.url}/?model=nope")
     page.wait_for_selector("#status.error")

@@ -108,3 +108,13 @@ def export_to(model_file: Path, folder: Path) -> Path:
 
     export_model(model_file, folder / "artifacts")
     return folder / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def reference_stats(tmp_path_factory, reference_artifacts, digits) -> Path:
+    """`runtime stats` of the reference model over the 64 shipped digits, top 3: the gallery's input."""
+    from runtime.stats import stats
+
+    out = tmp_path_factory.mktemp("reference_stats") / "stats"
+    stats(str(reference_artifacts), digits[0], k=3).write(out)
+    return out

@@ -3,12 +3,14 @@
 Writes `<layer>.png` per drawn layer (a grid under a header naming the layer, its shape,
 normalisation and value range, with a scale bar; the bare grid with --raw) and `comparison.png`
 (the input and the model's prediction beside every grid) into --out, and prints each path written.
+`python -m viz gallery STATS` builds the microscope site instead (viz/gallery.py).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -225,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, draw, print the files written; project errors propagate to run_cli."""
     import runtime
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["gallery"]:  # `python -m viz gallery STATS`: the microscope site (viz/gallery.py)
+        from .gallery import main as gallery_main
+
+        return gallery_main(argv[1:])
     args = build_parser().parse_args(argv)
     _check_drawing_installed()
     with runtime.load(args.artifacts, backend=args.backend, device=args.device) as model:

@@ -6,6 +6,7 @@
     GET  /v2/models/NAME[/versions/1]/ready       200 when the model is ready
     GET  /v2/models/NAME[/versions/1]/stats       Triton statistics: inference_count / execution_count
     POST /v2/models/NAME[/versions/1]/infer       JSON tensors or the binary tensor data extension
+    POST /v2/repository/index                     Triton's repository index: the one model (the page's default)
     GET  /explorer/samples                        the shipped test digits, for 28x28x1 models
     GET  /                                        runtime/serve/static/ (index.html)
 
@@ -116,6 +117,11 @@ def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float
         chunks, headers = encode_infer(parsed, name, results)
         return Response(b"".join(chunks), headers=headers)
 
+    async def repository_index(request: Request) -> Response:
+        # Triton's model repository extension (tritonclient's get_model_repository_index): how the
+        # explorer page at / finds the model without ?model=NAME.
+        return JSONResponse([{"name": name, "version": VERSION, "state": "READY" if ready() else "UNAVAILABLE"}])
+
     samples = _samples(model)
 
     async def explorer_samples(request: Request) -> Response:
@@ -127,7 +133,8 @@ def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float
                          Route(prefix + "/stats", stats), Route(prefix + "/infer", infer, methods=["POST"])]
     routes = [
         Route("/v2/health/live", live), Route("/v2/health/ready", health_ready), Route("/v2", server_metadata),
-        *model_routes, Route("/explorer/samples", explorer_samples),
+        *model_routes, Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/explorer/samples", explorer_samples),
         Mount("/", StaticFiles(directory=STATIC, html=True)),
     ]
     handlers = {InputError: _bad_request, HTTPException: _http_error, _TooLarge: _too_large, _TooSlow: _too_slow,

@@ -1,0 +1,373 @@
+"""`python -m viz gallery STATS --out site/`: a static "microscope" site of what every channel responds to.
+
+Reads the folder `runtime stats` writes (stats.json + topk/*.npz, schema featuremaps.stats/1) and
+writes a site that opens from file:// without a server:
+
+    site/index.html            one row per layer: channels, dead / nearly dead, activation histogram
+    site/layers/<output>.html  every channel: its top-k images with the map overlaid and beside
+                               them, mean, std, zero fraction, max; dead channels flagged
+    site/img/<output>/c<i>.png one PNG per channel (k overlays over k maps), written once
+    site/gallery.css
+
+The site is built in a temporary folder beside --out and renamed into place when complete.
+Needs numpy and Pillow only (no TensorFlow, no onnxruntime).
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from runtime.atomic import umask
+from runtime.errors import ArgumentParser, DataError
+from runtime.paths import confine, safe_name
+
+SCHEMA = "featuremaps.stats/1"
+MARKER = ".featuremaps-gallery"  # marks a folder this command wrote: the only kind --force replaces
+CSS = Path(__file__).parent / "static" / "gallery.css"
+TILE_ZOOM = 2   # CSS upscaling of the channel strips (PNGs stay at native resolution: a small site)
+OVERLAY = np.array([255, 96, 0], np.float32)  # the map's colour over the image
+CHANNEL_FIELDS = ("mean", "std", "max", "min", "zero_fraction", "dead", "nearly_dead")
+
+
+def read_stats(folder: str | Path) -> dict:
+    """stats.json of a `runtime stats` folder, checked: schema, outputs, and confined top-k paths.
+
+    Raises:
+        DataError: no such folder, unreadable or foreign JSON, a missing field.
+        ArtifactError: an output name or file path that would leave the folder.
+    """
+    folder = Path(folder)
+    path = folder / "stats.json"
+    if not path.is_file():
+        state = "does not exist" if not folder.exists() else "holds no stats.json"
+        raise DataError(f"stats folder {str(folder)!r} {state} (expected the output of `python -m runtime stats`)")
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not readable JSON: {exc}") from None
+    schema = stats.get("schema") if isinstance(stats, dict) else None
+    if schema != SCHEMA:
+        raise DataError(f"{path} has schema {schema!r}; expected {SCHEMA!r} (written by `python -m runtime stats`)")
+    try:
+        for name, out in stats["outputs"].items():
+            safe_name(name)
+            out["topk_path"] = confine(folder, out["topk"], "top-k file")
+            records, histograms = len(out["channels"]), len(out["histogram"]["counts"])
+            if len(out["shape"]) != 3 or not records == histograms == out["shape"][2]:
+                raise DataError(f"{path}: output {name!r} has shape {out['shape']}, {records} channel records and "
+                                f"{histograms} histograms; expected [H, W, C] and C of each")
+            lacking = sorted({key for ch in out["channels"] for key in CHANNEL_FIELDS if key not in ch})
+            if lacking:
+                raise DataError(f"{path}: channel records of output {name!r} lack {lacking}")
+        stats["k"], stats["images"] = int(stats["k"]), int(stats["images"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{path} does not follow {SCHEMA}: missing or malformed {exc}") from None
+    if not stats["outputs"]:
+        raise DataError(f"{path} lists no outputs; expected at least one feature-map output")
+    stats["source_names"] = _sources(folder, stats.get("sources"))
+    return stats
+
+
+def _sources(folder: Path, rel) -> list[str] | None:
+    if not rel:
+        return None
+    try:
+        return confine(folder, rel, "sources file").read_text().splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read the sources file {rel!r} in {str(folder)!r}: {exc.strerror}") from None
+
+
+def write_gallery(stats_folder: str | Path, out: str | Path, force: bool = False) -> Path:
+    """Build the site for a stats folder into `out`, atomically.
+
+    Args:
+        stats_folder: the output of `python -m runtime stats`.
+        out: the site folder; an existing one is replaced only with force, and only if it is a
+            gallery this function wrote (or an empty folder).
+
+    Returns:
+        the site folder.
+
+    Raises:
+        DataError: bad stats, or an --out that exists (without force) or is not a gallery.
+    """
+    stats = read_stats(stats_folder)
+    out = Path(out)
+    _check_target(out, force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        build = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    except OSError as exc:
+        raise DataError(f"cannot write the site into {str(out.parent)!r}: {exc.strerror}") from None
+    try:
+        _build_site(stats, build)
+        build.chmod(0o777 & ~umask())  # mkdtemp's folders are 0700
+        _replace(build, out)
+    except OSError as exc:  # e.g. a full disk: nothing half-written stays
+        raise DataError(f"cannot write the site {str(out)!r}: {exc.strerror or exc}") from None
+    finally:
+        if build.exists():
+            shutil.rmtree(build)
+    return out
+
+
+def _check_target(out: Path, force: bool) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DataError(f"--out {out} exists and is not a folder")
+    if any(out.iterdir()) and not (out / MARKER).is_file():
+        raise DataError(f"--out {out} holds files that no gallery wrote; choose a new or empty folder")
+    if any(out.iterdir()) and not force:
+        raise DataError(f"--out {out} already holds a gallery; pass --force to replace it")
+
+
+def _replace(build: Path, out: Path) -> None:
+    """Rename the finished site into place; an old site is moved aside first, then deleted."""
+    if not out.exists():
+        build.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+    out.rename(old / "site")
+    try:
+        build.rename(out)
+    except BaseException:
+        (old / "site").rename(out)  # put the previous site back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build_site(stats: dict, site: Path) -> None:
+    (site / "layers").mkdir()
+    shutil.copyfile(CSS, site / "gallery.css")
+    for name, out in stats["outputs"].items():
+        topk = _load_topk(out["topk_path"], out, stats["k"])
+        folder = site / "img" / name
+        folder.mkdir(parents=True)
+        for c in range(len(out["channels"])):
+            _save_png(channel_strip(topk["images"][c], topk["maps"][c], topk["index"][c]), folder / f"c{c}.png")
+        (site / "layers" / f"{name}.html").write_text(layer_page(stats, name, out, topk))
+    (site / "index.html").write_text(index_page(stats))
+    (site / MARKER).write_text("written by `python -m viz gallery`; --force may replace this folder\n")
+
+
+def _load_topk(path: Path, out: dict, k: int) -> dict[str, np.ndarray]:
+    h, w, c = out["shape"]
+    try:
+        with np.load(path) as f:
+            topk = {key: f[key] for key in ("index", "value", "maps", "images")}
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(
+            f"cannot read top-k file {str(path)!r}: {exc}; expected index, value, maps and images") from None
+    expected = {"index": (c, k), "value": (c, k), "maps": (c, k, h, w)}
+    for key, shape in expected.items():
+        if topk[key].shape != shape:
+            raise DataError(f"{path.name}: {key} has shape {list(topk[key].shape)}; expected {list(shape)}")
+    if topk["images"].ndim != 5 or topk["images"].shape[:2] != (c, k):
+        raise DataError(f"{path.name}: images has shape {list(topk['images'].shape)}; expected [{c}, {k}, H, W, C]")
+    return topk
+
+
+# ---- images -------------------------------------------------------------------------------------
+
+def channel_strip(images: np.ndarray, maps: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """One channel's top-k as RGB uint8: row 1 each image with the map overlaid, row 2 the map alone.
+
+    Maps are scaled by the channel's largest value over its top-k (so the k tiles compare) and
+    centred on the image at an integer zoom (which lines a valid-padding conv stack's maps up with
+    the pixels they see); image slots without an image (index -1) stay blank.
+    """
+    k, hin, win = images.shape[:3]
+    valid = index >= 0
+    top = float(maps[valid].max()) if valid.any() else 0.0
+    low = min(0.0, float(maps[valid].min())) if valid.any() else 0.0
+    strip = np.full((2 * hin + 1, k * (win + 1) - 1, 3), 255, np.uint8)
+    for j in np.flatnonzero(valid):
+        scaled = (maps[j] - low) / (top - low) if top > low else np.zeros_like(maps[j])
+        heat = _centred(np.clip(scaled, 0.0, 1.0), hin, win)[..., None]
+        base = _as_rgb(images[j]).astype(np.float32) * 0.7
+        x0 = j * (win + 1)
+        strip[:hin, x0:x0 + win] = np.rint(base * (1 - heat) + OVERLAY * heat).astype(np.uint8)
+        strip[hin + 1:, x0:x0 + win] = np.rint(heat * 255).astype(np.uint8)
+    return strip
+
+
+def _centred(m: np.ndarray, hin: int, win: int) -> np.ndarray:
+    """A map on an hin x win canvas: enlarged by the largest integer factor that fits, centred."""
+    h, w = m.shape
+    zoom = min(hin // h, win // w)
+    if zoom >= 1:
+        m = m.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    else:  # a map larger than the image: shrink it to fit (nearest)
+        rows = np.arange(hin) * h // hin
+        cols = np.arange(win) * w // win
+        m = m[rows][:, cols]
+    canvas = np.zeros((hin, win), np.float32)
+    top, left = (hin - m.shape[0]) // 2, (win - m.shape[1]) // 2
+    canvas[top:top + m.shape[0], left:left + m.shape[1]] = m
+    return canvas
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """An input image as given (uint8 pixels, or floats of any range) -> RGB uint8 for display."""
+    x = np.asarray(image)
+    if x.dtype != np.uint8:
+        x = x.astype(np.float32)
+        lo, hi = float(x.min()), float(x.max())
+        x = np.rint((x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)).astype(np.uint8)
+    if x.shape[-1] != 3:
+        x = np.repeat(np.rint(x.mean(axis=-1, keepdims=True)).astype(np.uint8), 3, axis=-1)
+    return x
+
+
+def _save_png(rgb: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(rgb, "RGB").save(path, optimize=True)
+
+
+def histogram_svg(counts, edges, width: int = 160, height: int = 36) -> str:
+    """Inline SVG bars of a histogram, log-scaled counts (ReLU maps are mostly zeros)."""
+    counts = np.log1p(np.asarray(counts, dtype=np.float64))
+    top = counts.max() if counts.size and counts.max() > 0 else 1.0
+    bar = width / max(1, len(counts))
+    rects = "".join(
+        f'<rect x="{i * bar:.1f}" y="{height - h:.1f}" width="{max(bar - 0.3, 0.5):.1f}" height="{h:.1f}"/>'
+        for i, h in enumerate(counts / top * height) if h > 0
+    )
+    title = f"activation histogram, log counts, {edges[0]:.3g} to {edges[-1]:.3g}"
+    return (f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
+            f"<title>{html.escape(title)}</title>{rects}</svg>")
+
+
+# ---- pages ----------------------------------------------------------------------------------------
+
+def _page(title: str, body: str, root: str) -> str:
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
+            f'<link rel="stylesheet" href="{root}gallery.css"></head>\n<body>{body}</body></html>\n')
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _percent(fraction: float) -> str:
+    text = f"{fraction:.1%}"
+    return ">99.9%" if text == "100.0%" and fraction < 1 else text  # a rare activation is not "100% zeros"
+
+
+def _summary(out: dict) -> tuple[int, int, float]:
+    chans = out["channels"]
+    dead = sum(bool(c["dead"]) for c in chans)
+    nearly = sum(bool(c["nearly_dead"]) and not c["dead"] for c in chans)
+    return dead, nearly, float(np.mean([c["zero_fraction"] for c in chans]))
+
+
+def index_page(stats: dict) -> str:
+    rows = []
+    for name, out in stats["outputs"].items():
+        h, w, c = out["shape"]
+        dead, nearly, zero = _summary(out)
+        layer_counts = np.asarray(out["histogram"]["counts"]).sum(axis=0)
+        flag = ' class="has-dead"' if dead else ""
+        rows.append(
+            f'<tr{flag}><td><a href="layers/{name}.html">{html.escape(name)}</a>'
+            f'<div class="muted">{html.escape(str(out.get("layer", name)))}</div></td>'
+            f"<td>{c}</td><td>{h}×{w}</td><td>{dead}{_links(name, out, 'dead')}</td>"
+            f"<td>{nearly}{_links(name, out, 'nearly_dead')}</td><td>{_percent(zero)}</td>"
+            f'<td>{histogram_svg(layer_counts, out["histogram"]["edges"])}</td></tr>')
+    head = ("<tr><th>layer</th><th>channels</th><th>map size</th><th>dead</th><th>nearly dead</th>"
+            "<th>zeros</th><th>activations (log)</th></tr>")
+    body = (f"<header><h1>Microscope: {html.escape(str(stats.get('model', '')))}</h1>"
+            f"<p>{_about(stats)}</p></header>"
+            f'<main><table class="layers">{head}{"".join(rows)}</table></main>')
+    return _page(f"Microscope: {stats.get('model', '')}", body, "")
+
+
+def _links(name: str, out: dict, flag: str, most: int = 8) -> str:
+    """Links to the first flagged channels of a layer (a nearly dead channel that is dead counts once)."""
+    hits = [i for i, c in enumerate(out["channels"]) if c[flag] and (flag == "dead" or not c["dead"])]
+    links = " ".join(f'<a href="layers/{name}.html#c{i}">c{i}</a>' for i in hits[:most])
+    more = f" +{len(hits) - most}" if len(hits) > most else ""
+    return f' <span class="muted">{links}{more}</span>' if hits else ""
+
+
+def _about(stats: dict) -> str:
+    return (f"Top {stats['k']} of {stats['images']:,} images per channel, ranked by the channel's largest "
+            f"activation. Dead: never above {html.escape(str(stats.get('threshold', 0)))} on any image; "
+            "nearly dead: above it on fewer than 1% of images.")
+
+
+def layer_page(stats: dict, name: str, out: dict, topk: dict) -> str:
+    h, w, c = out["shape"]
+    hin, win = topk["images"].shape[2:4]
+    dead, nearly, _ = _summary(out)
+    edges = out["histogram"]["edges"]
+    cards = []
+    for ch, rec in enumerate(out["channels"]):
+        badge, cls = "", "channel"
+        if rec["dead"]:
+            badge, cls = '<span class="badge dead">dead</span>', "channel dead"
+        elif rec["nearly_dead"]:
+            badge, cls = '<span class="badge nearly">nearly dead</span>', "channel nearly-dead"
+        strip_w, strip_h = TILE_ZOOM * (stats["k"] * (win + 1) - 1), TILE_ZOOM * (2 * hin + 1)
+        values = "".join(
+            f'<li title="{html.escape(_source(stats, int(i)))}">{_fmt(v)}</li>' if i >= 0 else "<li></li>"
+            for i, v in zip(topk["index"][ch], topk["value"][ch]))
+        cards.append(
+            f'<section class="{cls}" id="c{ch}"><div class="meta"><h2>channel {ch} {badge}</h2>'
+            f'<dl><dt>mean</dt><dd>{_fmt(rec["mean"])}</dd><dt>std</dt><dd>{_fmt(rec["std"])}</dd>'
+            f'<dt>zeros</dt><dd>{_percent(rec["zero_fraction"])}</dd><dt>max</dt><dd>{_fmt(rec["max"])}</dd>'
+            f'<dt>min</dt><dd>{_fmt(rec["min"])}</dd></dl>'
+            f'{histogram_svg(out["histogram"]["counts"][ch], edges, 120, 28)}</div>'
+            f'<figure><img src="../img/{name}/c{ch}.png" width="{strip_w}" height="{strip_h}" loading="lazy" '
+            f'alt="channel {ch}: top {stats["k"]} images with the map overlaid, and the maps">'
+            f'<ol class="topk" style="--tile: {TILE_ZOOM * (win + 1)}px">{values}</ol></figure></section>')
+    body = (f'<header><a href="../index.html">← all layers</a><h1>{html.escape(name)}</h1>'
+            f"<p>{c} channels, maps {h}×{w} · {dead} dead · {nearly} nearly dead. "
+            f"Each channel: its top {stats['k']} images with the map overlaid (top row) and the map alone "
+            f"(bottom row, centred at an integer zoom), scaled by the channel's largest value; numbers are "
+            f"each image's maximum.</p></header>"
+            f'<main>{"".join(cards)}</main>')
+    return _page(f"{name}: microscope", body, "../")
+
+
+def _source(stats: dict, i: int) -> str:
+    names = stats["source_names"]
+    return names[i] if names and 0 <= i < len(names) else f"image #{i}"
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="python -m viz gallery", description=__doc__.splitlines()[0])
+    parser.add_argument("stats", help="folder written by `python -m runtime stats`")
+    parser.add_argument("--out", type=Path, default=Path("site"), help="site folder (default site/)")
+    parser.add_argument("--force", action="store_true", help="replace a gallery already in --out")
+    return parser
+
+
+def site_size(site: Path) -> tuple[int, int]:
+    """(files, bytes) of a site folder."""
+    files = [p for p in site.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    site = write_gallery(args.stats, args.out, force=args.force)
+    files, size = site_size(site)
+    print(f"{site / 'index.html'}  ({files} files, {size / 1e6:.2f} MB)")
+    return 0
+
+
+__all__ = ["read_stats", "write_gallery", "channel_strip", "histogram_svg", "index_page", "layer_page", "main"]

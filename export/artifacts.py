@@ -1,17 +1,20 @@
 """Writing the two model artifacts: the SavedModel signature and the ONNX graph."""
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 from runtime.errors import ExportError
-from runtime.manifest import INPUT_NAME, SIGNATURE, InputSpec
+from runtime.manifest import INPUT_NAME, ONNX_DATA_FILE as EXTERNAL_DATA, SIGNATURE, InputSpec
+
+from .convert import to_onnx
 
 # Opset 17 runs on every onnxruntime since 1.14 and on TensorRT 8.6+; a plain CNN gains
 # nothing from newer opsets, so the broadest deployment target wins. Overridable.
 DEFAULT_OPSET = 17
 BATCH_DIM = "batch"
+# Protobuf serialises at most 2 GiB; weights beyond this (with room for the graph) go to external data.
+EXTERNAL_DATA_ABOVE = 1_800_000_000
 
 
 def serving_function(feature_model, spec: InputSpec):
@@ -40,23 +43,36 @@ def write_saved_model(feature_model, serve, path: Path) -> None:
         raise ExportError(f"TensorFlow could not save the SavedModel: {str(exc).splitlines()[0]}") from None
 
 
-def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_OPSET):
+def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_OPSET, layer_names=(),
+               external_above: int = EXTERNAL_DATA_ABOVE, weight_bytes: int = 0):
     """ONNX graph of serve with the same input/output names, outputs in manifest order.
+
+    A graph whose weights exceed external_above bytes (protobuf cannot hold 2 GB) keeps them in
+    ONNX external data, EXTERNAL_DATA beside path: the manifest hashes it like every artifact.
+
+    Args:
+        layer_names: the Keras layers (nested ones too), to name where an unsupported op comes from.
+        weight_bytes: the model's weight bytes, which decide the external data route before conversion.
 
     Returns the checked ModelProto.
 
     Raises:
-        ExportError: tf2onnx cannot convert the graph, or the result fails onnx.checker.
+        ExportError: tf2onnx cannot convert the graph, or the result is not the expected graph.
     """
     import onnx
-    import tf2onnx
 
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    external = weight_bytes > external_above
     try:
-        proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=opset)
+        proto, storage = to_onnx(serve, opset, large_model=external, layer_names=layer_names)
+    except ExportError:
+        raise
     except Exception as exc:  # tf2onnx raises bare Exceptions for unsupported ops/opsets
-        raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {str(exc).splitlines()[0]}") from None
+        raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {_first_line(exc)}") from None
     graph = proto.graph
+    inputs = [i.name for i in graph.input]
+    if inputs != [INPUT_NAME]:
+        raise ExportError(f"the ONNX graph has inputs {inputs}, expected only {INPUT_NAME!r}: the extra ones are "
+                          "values the model captured instead of holding them as weights")
     by_name = {o.name: o for o in graph.output}
     if set(by_name) != set(output_names):
         raise ExportError(f"ONNX outputs {sorted(by_name)} differ from the expected {output_names}")
@@ -66,9 +82,31 @@ def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_
     for value in (*graph.input, *graph.output):  # one readable name for the dynamic batch dimension
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
     proto.doc_string = "featuremaps export: Keras feature maps as named outputs"
-    try:
-        onnx.checker.check_model(proto, full_check=True)
+    if external:
+        _inline_tensors(proto, storage)
+        onnx.save_model(proto, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=EXTERNAL_DATA, size_threshold=1024)
+    else:
+        onnx.save(proto, os.fspath(path))
+    try:  # by path: a model with external data is checked with its data
+        onnx.checker.check_model(os.fspath(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"the converted ONNX graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
-    onnx.save(proto, os.fspath(path))
+        raise ExportError(f"the converted ONNX graph fails onnx.checker: {_first_line(exc)}") from None
     return proto
+
+
+def _inline_tensors(proto, storage) -> None:
+    """Put tf2onnx's in-memory external tensors back into the proto, for onnx to write as one data file."""
+    from onnx import TensorProto
+
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == TensorProto.EXTERNAL:
+            location = next(e.value for e in tensor.external_data if e.key == "location")
+            tensor.raw_data = storage.name_to_tensor_data[location]
+            del tensor.external_data[:]
+            tensor.data_location = TensorProto.DEFAULT
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -11,6 +13,7 @@ from runtime.quiet_tf import import_tensorflow
 from runtime.manifest import Manifest, Preprocessing
 
 from .artifacts import DEFAULT_OPSET
+from .preprocessing import PreprocessingWarning
 from .reference import REFERENCE_MODEL
 
 
@@ -30,10 +33,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--atol", type=float, default=Tolerance.atol, help="verification absolute tolerance")
     p.add_argument("--rtol", type=float, default=Tolerance.rtol,
                    help="verification tolerance relative to each output's largest magnitude")
-    p.add_argument("--scale", type=float, default=Preprocessing.scale,
-                   help="input = pixel * scale + offset (default 1/255)")
-    p.add_argument("--offset", type=float, default=Preprocessing.offset)
+    p.add_argument("--scale", type=float, help="input = pixel * scale + offset (default: what the model expects: "
+                   "1 when it rescales its own input with Rescaling/Normalization, else 1/255)")
+    p.add_argument("--offset", type=float, help="see --scale (default 0)")
     p.add_argument("--labels", type=comma_list, help="comma-separated class labels (default 0..N-1)")
+    p.add_argument("--list-layers", action="store_true",
+                   help="print the model's layers (nested ones indented) with output shapes, and export nothing")
     return p.parse_args(argv)
 
 
@@ -42,21 +47,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     import_tensorflow()  # now, quietly: keras and the exporter import it next
     from .pipeline import ExportOptions, export_model
 
+    if args.list_layers:
+        print(list_layers(args.model, args.allow_unsafe))
+        return 0
+    given = None
+    if args.scale is not None or args.offset is not None:
+        given = Preprocessing(scale=Preprocessing.scale if args.scale is None else args.scale, offset=args.offset or 0.0)
     options = ExportOptions(
         layers=args.layers, data=args.data, opset=args.opset, force=args.force, allow_unsafe=args.allow_unsafe,
-        tolerance=Tolerance(args.atol, args.rtol), preprocessing=Preprocessing(scale=args.scale, offset=args.offset),
-        labels=args.labels,
+        tolerance=Tolerance(args.atol, args.rtol), preprocessing=given, labels=args.labels,
     )
-    manifest = export_model(args.model, args.out, options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PreprocessingWarning)
+        manifest = export_model(args.model, args.out, options)
+    for w in caught:  # one line each, not Python's file:line form; other warnings as Python shows them
+        if issubclass(w.category, PreprocessingWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(summary(manifest, args.out))
     return 0
+
+
+def list_layers(model_path: Path, allow_unsafe: bool = False) -> str:
+    from .graph import input_spec, layer_tree, trace
+    from .model_io import load_keras_model
+
+    model = load_keras_model(model_path, allow_unsafe)
+    input_spec(model, Preprocessing())  # a model without one image input gets its one-line error
+    return layer_tree(trace(model))
 
 
 def summary(manifest: Manifest, out: Path) -> str:
     """A short human summary: outputs, verification, files."""
     v = manifest.verification
     lines = [f"exported {manifest.source_model['file']} -> {out}/ in {v['seconds']} s"]
-    lines.append(f"  input  {manifest.input.name}: float32 {list(manifest.input.shape)}")
+    pre = manifest.input.preprocessing
+    lines.append(f"  input  {manifest.input.name}: float32 {list(manifest.input.shape)} = uint8 pixels * {pre.scale:.6g} "
+                 f"+ {pre.offset:g}" + (f" ({pre.reason})" if pre.reason else ""))
     for o in manifest.outputs:
         errors = v["outputs"][o.name]
         worst = max(e["max_abs"] for e in errors.values())

@@ -6,7 +6,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,8 +20,9 @@ from runtime.manifest import ONNX_FILE, SAVED_MODEL_DIR, InputSpec, Manifest, Pr
 from runtime.preprocess import to_batch
 
 from .artifacts import DEFAULT_OPSET, serving_function, write_onnx, write_saved_model
-from .graph import feature_model, input_spec, select_layers
+from .graph import check_channels_last, feature_model, input_spec, select_layers, trace
 from .model_io import load_keras_model
+from .preprocessing import choose_preprocessing
 from .verify import verification_images, verify
 
 
@@ -33,7 +34,7 @@ class ExportOptions:
     force: bool = False
     allow_unsafe: bool = False
     tolerance: Tolerance = DEFAULT_TOLERANCE
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    preprocessing: Preprocessing | None = None  # None: what the model expects (see export.preprocessing)
     labels: list[str] | None = None
 
 
@@ -51,8 +52,11 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
     _check_target(out, options.force, keep=[Path(model_path), options.data and Path(options.data)])
     started = time.perf_counter()
     model = load_keras_model(model_path, options.allow_unsafe)
-    spec = input_spec(model, options.preprocessing)
-    fmodel, outputs = feature_model(model, select_layers(model, options.layers))
+    spec = input_spec(model, Preprocessing())
+    traced = trace(model)
+    check_channels_last(traced.layers)
+    spec = replace(spec, preprocessing=choose_preprocessing(traced.layers, options.preprocessing))
+    fmodel, outputs = feature_model(traced, select_layers(traced.layers, options.layers))
     labels = _labels(outputs, options.labels)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -64,7 +68,8 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
         preview = _write_preview(fmodel, spec, outputs, images[0], truth, tmp)
         serve = serving_function(fmodel, spec)
         write_saved_model(fmodel, serve, tmp / SAVED_MODEL_DIR)
-        write_onnx(serve, [o.name for o in outputs], tmp / ONNX_FILE, options.opset)
+        write_onnx(serve, [o.name for o in outputs], tmp / ONNX_FILE, options.opset,
+                   layer_names=[n.layer.name for n in traced.layers], weight_bytes=_weight_bytes(model))
         manifest = Manifest(
             input=spec,
             outputs=outputs,
@@ -149,6 +154,10 @@ def _publish(tmp: Path, out: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _weight_bytes(model) -> int:
+    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
 
 
 def _labels(outputs, given: list[str] | None) -> list[str]:

@@ -96,11 +96,12 @@ def _check_supported(proto, layer_names) -> None:
     for node in proto.graph.node:
         if node.domain in ("", "ai.onnx") and onnx.defs.has(node.op_type):
             continue
-        found.setdefault(node.op_type, set()).add(source_layer(node.name, layer_names) or node.name)
+        layer = source_layer(node.name, layer_names)
+        found.setdefault(node.op_type, set()).add(f"layer {layer}" if layer else f"node {node.name}")
     if found:
         listed = "; ".join(f"{op} (in {', '.join(sorted(where))})" for op, where in sorted(found.items()))
-        raise ExportError(f"ONNX has no equivalent for TensorFlow op(s) {listed}; expose other layers with "
-                          "--layers, or rebuild those layers from supported ones")
+        raise ExportError(f"ONNX conversion failed: tf2onnx has no conversion for the TensorFlow op(s) {listed}; "
+                          "rebuild those layers from supported operations (e.g. another activation)")
 
 
 def source_layer(node_name: str, layer_names) -> str | None:

@@ -44,10 +44,10 @@ def write_saved_model(feature_model, serve, path: Path) -> None:
 
 
 def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_OPSET, layer_names=(),
-               external_above: int = EXTERNAL_DATA_ABOVE, weight_bytes: int = 0):
+               weight_bytes: int = 0):
     """ONNX graph of serve with the same input/output names, outputs in manifest order.
 
-    A graph whose weights exceed external_above bytes (protobuf cannot hold 2 GB) keeps them in
+    A graph whose weights exceed EXTERNAL_DATA_ABOVE bytes (protobuf cannot hold 2 GB) keeps them in
     ONNX external data, EXTERNAL_DATA beside path: the manifest hashes it like every artifact.
 
     Args:
@@ -61,7 +61,7 @@ def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_
     """
     import onnx
 
-    external = weight_bytes > external_above
+    external = weight_bytes > EXTERNAL_DATA_ABOVE
     try:
         proto, storage = to_onnx(serve, opset, large_model=external, layer_names=layer_names)
     except ExportError:
@@ -82,14 +82,15 @@ def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_
     for value in (*graph.input, *graph.output):  # one readable name for the dynamic batch dimension
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
     proto.doc_string = "featuremaps export: Keras feature maps as named outputs"
-    if external:
-        _inline_tensors(proto, storage)
-        onnx.save_model(proto, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=EXTERNAL_DATA, size_threshold=1024)
-    else:
-        onnx.save(proto, os.fspath(path))
-    try:  # by path: a model with external data is checked with its data
-        onnx.checker.check_model(os.fspath(path), full_check=True)
+    try:
+        if external:
+            _inline_tensors(proto, storage)
+            onnx.save_model(proto, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=EXTERNAL_DATA, size_threshold=1024)
+            onnx.checker.check_model(os.fspath(path), full_check=True)  # by path: with its external data
+        else:
+            onnx.checker.check_model(proto, full_check=True)
+            onnx.save(proto, os.fspath(path))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"the converted ONNX graph fails onnx.checker: {_first_line(exc)}") from None
     return proto

@@ -14,7 +14,7 @@ import numpy as np
 
 from runtime.atomic import umask
 from runtime.compare import DEFAULT_TOLERANCE, Tolerance
-from runtime.errors import ExportError
+from runtime.errors import ExportError, FeatureMapsError
 from runtime.hashing import MANIFEST, sha256_file, tree_files
 from runtime.manifest import ONNX_FILE, SAVED_MODEL_DIR, InputSpec, Manifest, Preprocessing
 from runtime.preprocess import to_batch
@@ -90,6 +90,12 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
                               + "; ".join(manifest.verification["problems"]))
         manifest.write(tmp)
         _publish(tmp, out)
+    except FeatureMapsError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if str(tmp) not in str(exc):
+            raise
+        # The temporary folder is gone now: name the folder the user asked for instead.
+        raise type(exc)(str(exc).replace(str(tmp), f"{out} (unpublished)")) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

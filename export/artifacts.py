@@ -36,7 +36,7 @@ def write_saved_model(feature_model, serve, path: Path) -> None:
 
     try:
         archive = keras.export.ExportArchive()
-        archive.track(feature_model)
+        archive.track(feature_model.model)  # its variables: the weights
         archive.add_endpoint(name=SIGNATURE, fn=serve)
         archive.write_out(os.fspath(path), verbose=False)
     except (ValueError, TypeError) as exc:  # Keras' ways of saying a graph cannot be saved
@@ -52,7 +52,7 @@ def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_
 
     Args:
         layer_names: the Keras layers (nested ones too), to name where an unsupported op comes from.
-        weight_bytes: the model's weight bytes, which decide the external data route before conversion.
+        weight_bytes: the model's weight bytes: above EXTERNAL_DATA_ABOVE they go to external data.
 
     Returns the checked ModelProto.
 
@@ -61,9 +61,8 @@ def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_
     """
     import onnx
 
-    external = weight_bytes > EXTERNAL_DATA_ABOVE
     try:
-        proto, storage = to_onnx(serve, opset, large_model=external, layer_names=layer_names)
+        proto = to_onnx(serve, opset, layer_names=layer_names)
     except ExportError:
         raise
     except Exception as exc:  # tf2onnx raises bare Exceptions for unsupported ops/opsets
@@ -83,8 +82,7 @@ def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
     proto.doc_string = "featuremaps export: Keras feature maps as named outputs"
     try:
-        if external:
-            _inline_tensors(proto, storage)
+        if weight_bytes > EXTERNAL_DATA_ABOVE:
             onnx.save_model(proto, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=EXTERNAL_DATA, size_threshold=1024)
             onnx.checker.check_model(os.fspath(path), full_check=True)  # by path: with its external data
@@ -94,18 +92,6 @@ def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"the converted ONNX graph fails onnx.checker: {_first_line(exc)}") from None
     return proto
-
-
-def _inline_tensors(proto, storage) -> None:
-    """Put tf2onnx's in-memory external tensors back into the proto, for onnx to write as one data file."""
-    from onnx import TensorProto
-
-    for tensor in proto.graph.initializer:
-        if tensor.data_location == TensorProto.EXTERNAL:
-            location = next(e.value for e in tensor.external_data if e.key == "location")
-            tensor.raw_data = storage.name_to_tensor_data[location]
-            del tensor.external_data[:]
-            tensor.data_location = TensorProto.DEFAULT
 
 
 def _first_line(exc: BaseException) -> str:

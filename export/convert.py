@@ -22,8 +22,8 @@ _XLA_ATTRS = ("_XlaMustCompile", "_noinline")
 _CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
 
 
-def to_onnx(serve, opset: int, large_model: bool = False, layer_names: list[str] = ()):
-    """ONNX ModelProto (and external tensor storage) of serve, named like its signature.
+def to_onnx(serve, opset: int, layer_names: list[str] = ()):
+    """ONNX ModelProto of serve, named like its signature.
 
     Args:
         layer_names: Keras layer names (nested ones included), to say which layers hold an
@@ -47,12 +47,12 @@ def to_onnx(serve, opset: int, large_model: bool = False, layer_names: list[str]
         frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
         graph_def = _without_xla_marks(frozen.graph.as_graph_def(add_shapes=True))
         with _quiet_tf2onnx(), deprecation.silence():  # tf2onnx calls TF1 freezing APIs
-            proto, storage = tf2onnx.convert.from_graph_def(
+            proto, _ = tf2onnx.convert.from_graph_def(
                 graph_def, name=concrete.name, input_names=[t.name for t in inputs],
-                output_names=[t.name for t in outputs], opset=opset, large_model=large_model,
+                output_names=[t.name for t in outputs], opset=opset,
                 custom_op_handlers={"Erfc": (_erfc, [])}, tensors_to_rename=rename)
     _check_supported(proto, layer_names)
-    return proto, storage
+    return proto
 
 
 def _without_xla_marks(graph_def):

@@ -92,29 +92,63 @@ def trace(model) -> Traced:
     import keras
 
     nodes: dict[str, Node] = {}
+
+    def record(path, layer, depth, out):
+        node = nodes.pop(path, None) or Node(path, layer, depth)
+        nodes[path] = node  # re-inserted: a sub-model's own output comes after its layers
+        node.tensors.append(out)
+
     inp = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)
-    outputs = _run(model, inp, nodes, "", 0)
+    outputs = run_layers(model, inp, record)
     return Traced(model, inp, _as_list(outputs), nodes)
 
 
-def _run(model, inputs, nodes: dict, prefix: str, depth: int):
-    """Run a Functional/Sequential model layer by layer (Keras' own graph walk), recording each output."""
+def run_layers(model, inputs, visit, prefix: str = "", depth: int = 0):
+    """Run a Functional/Sequential model layer by layer, nested models too, calling visit(path, layer, depth, output).
+
+    This is Keras' own graph walk (the one Functional.call uses), so the numbers are the model's.
+    """
     functional = getattr(model, "_functional", None) or model  # a Sequential runs through its Functional
 
     def operation_fn(op):
         def call(*args, **kwargs):
             path = f"{prefix}{op.name}"
-            node = nodes.setdefault(path, Node(path, op, depth))
             if _is_model(op):
-                out = _run(op, args[0] if len(args) == 1 else list(args), nodes, f"{path}/", depth + 1)
-                nodes[path] = nodes.pop(path)  # the sub-model's own output comes after its layers
+                out = run_layers(op, args[0] if len(args) == 1 else list(args), visit, f"{path}/", depth + 1)
             else:
                 out = op(*args, **kwargs)
-            node.tensors.append(out)
+            visit(path, op, depth, out)
             return out
         return call
 
     return functional._run_through_graph(inputs, operation_fn=operation_fn)  # noqa: SLF001 (Keras 3 API)
+
+
+class FeatureModel:
+    """The model's own output(s) and the chosen layers' outputs, as one dict, computed in one pass.
+
+    Not a keras.Model: the flattened layers of nested models may share names, which a Functional
+    refuses; and only the chosen outputs are kept while the pass runs.
+    """
+
+    def __init__(self, model, specs: list[OutputSpec]):
+        self.model = model
+        self.specs = specs
+        self._wanted = {s.layer: s.name for s in specs if s.role == FEATURE_MAP}
+        self._model_outputs = [s.name for s in specs if s.role == MODEL_OUTPUT]
+
+    def __call__(self, images, training: bool = False) -> dict:
+        """Outputs in manifest order; inference only (training must stay False)."""
+        if training:
+            raise ValueError("FeatureModel runs in inference mode only")
+        kept = {}
+
+        def keep(path, layer, depth, out):
+            if path in self._wanted:
+                kept[self._wanted[path]] = out
+
+        outputs = dict(zip(self._model_outputs, _as_list(run_layers(self.model, images, keep))))
+        return {s.name: outputs[s.name] if s.role == MODEL_OUTPUT else kept[s.name] for s in self.specs}
 
 
 def _is_model(layer) -> bool:
@@ -187,16 +221,14 @@ def _shape(tensor) -> str:
 
 
 def feature_model(traced: Traced, layers: list[Node]):
-    """A Keras model with dict outputs: the model's own output(s), then each exposed layer.
+    """The model's own output(s), then each exposed layer, as one callable with dict outputs.
 
     Returns:
-        (keras.Model, list[OutputSpec]) with outputs in manifest order.
+        (FeatureModel, list[OutputSpec]) with outputs in manifest order.
 
     Raises:
         ExportError: an exposed layer without one output tensor, or names that cannot name outputs.
     """
-    import keras
-
     outputs, specs = {}, []
     for tensor in traced.outputs:  # named after the outermost layer that produced it
         producer = min((n for n in traced.layers if any(t is tensor for t in n.tensors)), key=lambda n: n.depth)
@@ -206,11 +238,13 @@ def feature_model(traced: Traced, layers: list[Node]):
             raise ExportError(f"layer {node.path!r} has no single output tensor in the model graph (it is called "
                               f"{len(node.tensors)} times, or returns several tensors); expose another layer")
         _add(outputs, specs, node, node.tensors[0], FEATURE_MAP)
-    return keras.Model(traced.input, outputs, name=f"{traced.model.name}_featuremaps"), specs
+    return FeatureModel(traced.model, specs), specs
 
 
 def _as_list(outputs) -> list:
-    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    import keras
+
+    return keras.tree.flatten(outputs)
 
 
 def _add(outputs: dict, specs: list, node: Node, tensor, role: str) -> None:

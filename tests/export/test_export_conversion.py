@@ -12,13 +12,13 @@ from export.pipeline import export_model
 from runtime.errors import ArtifactError, ExportError
 
 
-def tiny(activation="relu", second="relu"):
+def tiny(activation="relu", second="relu", filters=4):
     import keras
     from keras import layers
 
     inp = keras.Input((12, 12, 3))
     x = layers.Conv2D(4, 3, activation=activation, name="first")(inp)
-    x = layers.Conv2D(4, 3, activation=second, name="second")(x)
+    x = layers.Conv2D(filters, 3, activation=second, name="second")(x)
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inp, layers.Dense(3, activation="softmax", name="probs")(x), name="tiny")
 
@@ -38,7 +38,7 @@ def test_weights_over_the_limit_go_to_hashed_external_data(tmp_path, monkeypatch
     import export.artifacts
 
     model_file = tmp_path / "tiny.keras"
-    tiny().save(model_file)
+    tiny(filters=64).save(model_file)  # 9 KB of kernel: over onnx's 1 KB external-data threshold
     monkeypatch.setattr(export.artifacts, "EXTERNAL_DATA_ABOVE", 100)  # the 2 GB route, on a small model
     out = tmp_path / "a"
     manifest = export_model(model_file, out)

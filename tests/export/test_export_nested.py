@@ -46,7 +46,7 @@ def test_default_exposes_every_nested_convolution_in_execution_order(app_artifac
     maps = [o for o in manifest.outputs if o.role == "feature_map"]
     assert [o.layer for o in maps] == [f"{BASE}/{c}" for c in convs]  # the full path is the source layer
     assert [o.name for o in maps] == [f"{BASE}.{c}" for c in convs]
-    assert len(convs) == 35 and manifest.outputs[0].name == "head"
+    assert len(convs) == 52 and manifest.outputs[0].name == "head"
     names = manifest.output_names
     assert len(set(names)) == len(names) and all(safe_name(n) == n for n in names)
 

@@ -105,14 +105,19 @@ def _measured(command: list[str], timeout: float):
         started = time.perf_counter()
         proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
         timed_out = False
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG if not timed_out else 0)
-            if pid:
-                break
-            if time.perf_counter() - started > timeout:
-                proc.terminate()  # SIGTERM: the exporter removes its temporary folder
-                timed_out = True
-            time.sleep(0.5)
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG if not timed_out else 0)
+                if pid:
+                    break
+                if time.perf_counter() - started > timeout:
+                    proc.terminate()  # SIGTERM: the exporter removes its temporary folder
+                    timed_out = True
+                time.sleep(0.5)
+        except BaseException:  # Ctrl-C or SIGTERM here: the export in flight cleans up too
+            proc.terminate()
+            proc.wait()
+            raise
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         err.seek(0)
@@ -190,4 +195,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(ROOT))
+    from runtime.signals import terminate_as_interrupt
+
+    with terminate_as_interrupt():  # SIGTERM cleans up (the work folder, the export in flight) like Ctrl-C
+        sys.exit(main())

@@ -165,7 +165,7 @@ def inception_style():
     return keras.Model(inp, layers.Dense(4, activation="softmax", name="probs")(x), name="inception_style")
 
 
-def resnet_style():
+def resnet_mini():
     """ResNet: conv-BN-ReLU, a residual block with a strided projection shortcut."""
     import keras
     from keras import layers
@@ -180,8 +180,8 @@ def resnet_style():
     shortcut = layers.BatchNormalization(name="short_bn")(layers.Conv2D(32, 1, strides=2, name="short_conv")(x))
     x = layers.ReLU(name="res_out")(layers.Add(name="res_add")([y, shortcut]))
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inp, layers.Dense(4, activation="softmax", name="probs")(x), name="resnet_style")
+    return keras.Model(inp, layers.Dense(4, activation="softmax", name="probs")(x), name="resnet_mini")
 
 
 APPLICATIONS = {f.__name__: f for f in (transfer_mobilenet, efficientnet_style, convnext_style, inception_style,
-                                        resnet_style)}
+                                        resnet_mini)}

@@ -82,7 +82,7 @@ def test_cli_says_why_and_warns_once(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("name, scale", [("efficientnet_style", 1.0), ("convnext_style", 1.0),
-                                         ("resnet_style", 1 / 255)])
+                                         ("resnet_mini", 1 / 255)])
 def test_recorded_preprocessing_of_the_families(app_artifacts, name, scale):
     pre = runtime.read_manifest(app_artifacts(name)).input.preprocessing
     assert (pre.scale, pre.offset) == (scale, 0.0) and pre.reason

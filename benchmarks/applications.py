@@ -28,17 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "applications.md"
 
 # Family -> smallest comfortable square input it accepts (Xception and the Inceptions need >= 71/75).
+# Every family of keras.applications in Keras 3.15, which has no RegNet (that was tf.keras 2.x only).
 FAMILIES = {
     "MobileNet": 32, "MobileNetV2": 32, "MobileNetV3Small": 32, "MobileNetV3Large": 32,
     "EfficientNetB0": 32, "EfficientNetV2B0": 32, "ResNet50": 32, "ResNet50V2": 32, "DenseNet121": 32,
     "NASNetMobile": 32, "InceptionV3": 75, "Xception": 71, "VGG16": 32, "VGG19": 32,
     "EfficientNetB1": 32, "EfficientNetB2": 32, "EfficientNetB3": 32, "EfficientNetV2B1": 32,
-    "EfficientNetV2B2": 32, "EfficientNetV2B3": 32, "RegNetX002": 32, "RegNetY002": 32, "RegNetX016": 32,
-    "RegNetY016": 32, "RegNetX080": 32, "RegNetY080": 32, "DenseNet169": 32, "DenseNet201": 32,
+    "EfficientNetV2B2": 32, "EfficientNetV2B3": 32, "DenseNet169": 32, "DenseNet201": 32,
     "ResNet101": 32, "ResNet101V2": 32, "ResNet152": 32, "ResNet152V2": 32, "InceptionResNetV2": 75,
     "ConvNeXtTiny": 32, "EfficientNetB4": 32, "EfficientNetV2S": 32, "ConvNeXtSmall": 32, "EfficientNetB5": 32,
-    "EfficientNetB6": 32, "EfficientNetV2M": 32, "EfficientNetB7": 32, "ConvNeXtBase": 32, "RegNetX320": 32,
-    "RegNetY320": 32, "NASNetLarge": 32, "EfficientNetV2L": 32, "ConvNeXtLarge": 32, "ConvNeXtXLarge": 32,
+    "EfficientNetB6": 32, "EfficientNetV2M": 32, "EfficientNetB7": 32, "ConvNeXtBase": 32, "NASNetLarge": 32, "EfficientNetV2L": 32, "ConvNeXtLarge": 32, "ConvNeXtXLarge": 32,
 }
 QUICK = ["MobileNetV2", "EfficientNetB0", "ResNet50", "InceptionV3", "ConvNeXtTiny"]
 VARIANTS = ("top", "transfer")

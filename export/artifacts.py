@@ -1,18 +1,21 @@
 """Writing the two model artifacts: the SavedModel signature and the ONNX graph."""
 from __future__ import annotations
 
-import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
 
 from runtime.errors import ExportError
-from runtime.manifest import INPUT_NAME, SIGNATURE, InputSpec
+from runtime.manifest import INPUT_NAME, ONNX_DATA_FILE as EXTERNAL_DATA, SIGNATURE, InputSpec
+
+from .convert import to_onnx
 
 # Opset 17 runs on every onnxruntime since 1.14 and on TensorRT 8.6+; a plain CNN gains
 # nothing from newer opsets, so the broadest deployment target wins. Overridable.
 DEFAULT_OPSET = 17
 BATCH_DIM = "batch"
+# Protobuf serialises at most 2 GiB; weights beyond this (with room for the graph) go to external data.
+EXTERNAL_DATA_ABOVE = 1_800_000_000
 
 
 def serving_function(feature_model, spec: InputSpec):
@@ -35,7 +38,7 @@ def write_saved_model(feature_model, serve, path: Path) -> None:
 
     try:
         archive = keras.export.ExportArchive()
-        archive.track(feature_model)
+        archive.track(feature_model.model)  # its variables: the weights
         archive.add_endpoint(name=SIGNATURE, fn=serve)
         archive.write_out(os.fspath(path), verbose=False)
     except (ValueError, TypeError) as exc:  # Keras' ways of saying a graph cannot be saved
@@ -45,24 +48,36 @@ def write_saved_model(feature_model, serve, path: Path) -> None:
         raise ExportError(f"TensorFlow could not write the SavedModel ({reason}); nothing published") from None
 
 
-def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_OPSET):
+def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_OPSET, layer_names=(),
+               weight_bytes: int = 0):
     """ONNX graph of serve with the same input/output names, outputs in manifest order.
+
+    A graph whose weights exceed EXTERNAL_DATA_ABOVE bytes (protobuf cannot hold 2 GB) keeps them in
+    ONNX external data, EXTERNAL_DATA beside path: the manifest hashes it like every artifact.
+
+    Args:
+        layer_names: the Keras layers (nested ones too), to name where an unsupported op comes from.
+        weight_bytes: the model's weight bytes: above EXTERNAL_DATA_ABOVE they go to external data.
 
     Returns the checked ModelProto.
 
     Raises:
-        ExportError: tf2onnx cannot convert the graph, or the result fails onnx.checker.
+        ExportError: tf2onnx cannot convert the graph, or the result is not the expected graph.
     """
     import onnx
-    import tf2onnx
 
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
         with _lean_tf2onnx():
-            proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=opset)
+            proto = to_onnx(serve, opset, layer_names=layer_names)
+    except ExportError:
+        raise
     except Exception as exc:  # tf2onnx raises bare Exceptions for unsupported ops/opsets
-        raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {str(exc).splitlines()[0]}") from None
+        raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {_first_line(exc)}") from None
     graph = proto.graph
+    inputs = [i.name for i in graph.input]
+    if inputs != [INPUT_NAME]:
+        raise ExportError(f"the ONNX graph has inputs {inputs}, expected only {INPUT_NAME!r}: the extra ones are "
+                          "values the model captured instead of holding them as weights")
     by_name = {o.name: o for o in graph.output}
     if set(by_name) != set(output_names):
         raise ExportError(f"ONNX outputs {sorted(by_name)} differ from the expected {output_names}")
@@ -73,27 +88,29 @@ def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
     proto.doc_string = "featuremaps export: Keras feature maps as named outputs"
     try:
-        onnx.checker.check_model(proto, full_check=True)
+        if weight_bytes > EXTERNAL_DATA_ABOVE:
+            onnx.save_model(proto, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=EXTERNAL_DATA, size_threshold=1024)
+            onnx.checker.check_model(os.fspath(path), full_check=True)  # by path: with its external data
+        else:
+            onnx.checker.check_model(proto, full_check=True)
+            onnx.save(proto, os.fspath(path))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"the converted ONNX graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
-    onnx.save(proto, os.fspath(path))
+        raise ExportError(f"the converted ONNX graph fails onnx.checker: {_first_line(exc)}") from None
     return proto
 
 
 @contextmanager
 def _lean_tf2onnx():
-    """tf2onnx without its two memory sinks, which took ResNet50 past 8 GB and VGG16 past 20 GB.
+    """tf2onnx without the memory sink that took ResNet50 past 8 GB and VGG16 past 20 GB.
 
-    1. Each of its ~24 optimizer passes rewrites every node's attributes into the node's
-       NodeProto; with protobuf's upb backend the replaced attributes stay in that message's
-       arena, so every pass kept another copy of all weights (measured +100 MB per pass on
-       ResNet50). A fresh NodeProto per rewrite lets the old one go.
-    2. Before each pass it deep-copies the whole graph to roll back a failing optimizer; setting
-       TF2ONNX_CATCH_ERRORS (tf2onnx reads any value as "off") skips the copies: a failing
-       optimizer then fails the conversion, reported like any other conversion error.
+    Each of its ~24 optimizer passes rewrites every node's attributes into the node's NodeProto;
+    with protobuf's upb backend the replaced attributes stay in that message's arena, so every pass
+    kept another copy of all weights (measured +100 MB per pass on ResNet50). A fresh NodeProto per
+    rewrite lets the old one go. (Its other sink, a deep copy of the graph before each pass, is
+    switched off in export/convert.py.)
     """
     from onnx import NodeProto
-    from tf2onnx import constants
     from tf2onnx.graph import Node
 
     original = Node.update_proto
@@ -103,14 +120,13 @@ def _lean_tf2onnx():
         self._op = NodeProto(name=old.name, op_type=old.op_type, domain=old.domain, doc_string=old.doc_string)
         return original(self, external_tensor_storage)
 
-    saved = os.environ.get(constants.ENV_TF2ONNX_CATCH_ERRORS)
     Node.update_proto = update_proto
-    os.environ[constants.ENV_TF2ONNX_CATCH_ERRORS] = "FALSE"
     try:
         yield
     finally:
         Node.update_proto = original
-        if saved is None:
-            del os.environ[constants.ENV_TF2ONNX_CATCH_ERRORS]
-        else:
-            os.environ[constants.ENV_TF2ONNX_CATCH_ERRORS] = saved
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -37,10 +37,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rtol", type=float, default=Tolerance.rtol,
                    help=f"verification: further error allowed as a fraction of each channel's largest magnitude "
                         f"(default {Tolerance.rtol:g}; see runtime/compare.py)")
-    p.add_argument("--scale", type=float, default=Preprocessing.scale,
-                   help="input = pixel * scale + offset (default 1/255)")
-    p.add_argument("--offset", type=float, default=Preprocessing.offset)
+    p.add_argument("--scale", type=float, help="input = pixel * scale + offset (default: what the model expects: "
+                   "1 when it rescales its own input with Rescaling/Normalization, else 1/255)")
+    p.add_argument("--offset", type=float, help="see --scale (default 0)")
     p.add_argument("--labels", type=comma_list, help="comma-separated class labels (default 0..N-1)")
+    p.add_argument("--list-layers", action="store_true",
+                   help="print the model's layers (nested ones indented) with output shapes, and export nothing")
     return p.parse_args(argv)
 
 
@@ -50,21 +52,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .pipeline import ExportOptions, export_model
     from .progress import Progress
 
+    if args.list_layers:
+        print(list_layers(args.model, args.allow_unsafe))
+        return 0
+    given = None
+    if args.scale is not None or args.offset is not None:
+        given = Preprocessing(scale=Preprocessing.scale if args.scale is None else args.scale, offset=args.offset or 0.0)
     options = ExportOptions(
         layers=args.layers, data=args.data, opset=args.opset, force=args.force, allow_unsafe=args.allow_unsafe,
-        tolerance=Tolerance(args.atol, args.rtol), preprocessing=Preprocessing(scale=args.scale, offset=args.offset),
-        labels=args.labels,
+        tolerance=Tolerance(args.atol, args.rtol), preprocessing=given, labels=args.labels,
     )
     manifest = export_model(args.model, args.out, options, Progress(sys.stderr))
     print(summary(manifest, args.out, time.perf_counter() - STARTED))
     return 0
 
 
+def list_layers(model_path: Path, allow_unsafe: bool = False) -> str:
+    from .graph import input_spec, layer_tree, trace
+    from .model_io import load_keras_model
+
+    model = load_keras_model(model_path, allow_unsafe)
+    input_spec(model, Preprocessing())  # a model without one image input gets its one-line error
+    return layer_tree(trace(model))
+
+
 def summary(manifest: Manifest, out: Path, seconds: float) -> str:
     """A short human summary: outputs, verification, files; seconds is the process' wall time so far."""
     v = manifest.verification
     lines = [f"exported {manifest.source_model['file']} -> {out}/ in {seconds:.1f} s"]
-    lines.append(f"  input  {manifest.input.name}: float32 {list(manifest.input.shape)}")
+    pre = manifest.input.preprocessing
+    lines.append(f"  input  {manifest.input.name}: float32 {list(manifest.input.shape)} = uint8 pixels * {pre.scale:.6g} "
+                 f"+ {pre.offset:g}" + (f" ({pre.reason})" if pre.reason else ""))
     for o in manifest.outputs:
         errors = v["outputs"][o.name]
         worst = max(e["max_abs"] for e in errors.values())

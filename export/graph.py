@@ -2,20 +2,21 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from runtime.errors import ExportError
 from runtime.manifest import INPUT_NAME, LAYOUTS, InputSpec, OutputSpec, Preprocessing
 
 MODEL_OUTPUT = "model_output"
 FEATURE_MAP = "feature_map"
-# Output names must be valid TensorFlow scope names and plain ONNX value names alike.
-VALID_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+# Output names must be valid TensorFlow scope names, plain ONNX value names and runtime.paths.safe_name alike.
+VALID_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
 def conv_classes():
     from keras import layers
 
-    return (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
+    return (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Conv2DTranspose)
 
 
 def input_spec(model, preprocessing: Preprocessing) -> InputSpec:
@@ -40,79 +41,224 @@ def input_spec(model, preprocessing: Preprocessing) -> InputSpec:
             f"model input must be a float image tensor [batch, H, W, C] with static H, W, C; "
             f"got shape {list(shape)} dtype {inputs[0].dtype}"
         )
-    channels_first = [layer.name for layer in model.layers if getattr(layer, "data_format", "") == "channels_first"]
-    if channels_first:
-        raise ExportError(f"layers {channels_first} use data_format='channels_first'; the artifacts take NHWC "
-                          "images, so rebuild the model channels_last (Keras' default) and copy the weights")
     return InputSpec(INPUT_NAME, "float32", (None, *dims), "NHWC", preprocessing)
 
 
-def exposable_layers(model) -> list:
-    """Layers whose output can be exposed: every top-level layer but the input."""
-    from keras import layers
+def check_channels_last(nodes: list) -> None:
+    """Raises ExportError for layers (at any depth) that compute in NCHW."""
+    channels_first = [n.path for n in nodes if getattr(n.layer, "data_format", "") == "channels_first"]
+    if channels_first:
+        raise ExportError(f"layers {channels_first} use data_format='channels_first'; the artifacts take NHWC "
+                          "images, so rebuild the model channels_last (Keras' default) and copy the weights")
 
-    return [layer for layer in model.layers if not isinstance(layer, layers.InputLayer)]
+
+@dataclass
+class Node:
+    """One layer at any nesting depth: its path ('base/block_1_expand') and its output in the traced graph."""
+
+    path: str
+    layer: object
+    depth: int
+    tensors: list = field(default_factory=list)  # one per call: a shared layer has several
+
+    @property
+    def name(self) -> str:
+        """The output name: the path with '.' for '/', so that it is one safe name (top-level: the layer name)."""
+        return self.path.replace("/", ".")
 
 
-def select_layers(model, names: list[str] | None = None) -> list:
-    """The layers to expose: the named ones, or by default every conv layer in model order.
+@dataclass
+class Traced:
+    """The model re-traced on a fresh input, with every layer's output at any nesting depth.
 
-    Raises:
-        ExportError: an unknown name, or no conv layer and no names given.
+    Nested models are flattened: their inner layers become reachable from the outer input, with
+    the same weights.
     """
-    candidates = exposable_layers(model)
-    available = [layer.name for layer in candidates]
-    if names is None:
-        chosen = [layer for layer in candidates if isinstance(layer, conv_classes())]
-        if not chosen:
-            nested = [layer.name for layer in candidates if hasattr(layer, "layers")]
-            hint = (f" (conv layers inside the sub-model(s) {nested} cannot be exposed one by one; "
-                    "the sub-model's own output can)") if nested else ""
-            raise ExportError(f"model {model.name!r} has no top-level Conv2D layer to expose{hint}; "
-                              f"pass --layers with any of: {available}")
-        return chosen
-    unknown = [n for n in names if n not in available]
-    if unknown or not names:
-        raise ExportError(f"unknown layer name(s) {unknown or names}; model {model.name!r} has: {available}")
-    by_name = {layer.name: layer for layer in candidates}
-    return [by_name[n] for n in dict.fromkeys(names)]
+
+    model: object
+    input: object
+    outputs: list
+    nodes: dict  # {path: Node}, in execution order; a sub-model's own node follows its layers
+
+    @property
+    def layers(self) -> list[Node]:
+        """Every layer but the inputs, at any nesting depth, in execution order."""
+        from keras import layers
+
+        return [n for n in self.nodes.values() if not isinstance(n.layer, layers.InputLayer)]
 
 
-def feature_model(model, layers: list):
-    """A Keras model with dict outputs: the model's own output(s), then each exposed layer.
-
-    Returns:
-        (keras.Model, list[OutputSpec]) with outputs in manifest order.
-    """
+def trace(model) -> Traced:
     import keras
 
+    nodes: dict[str, Node] = {}
+
+    def record(path, layer, depth, out):
+        node = nodes.pop(path, None) or Node(path, layer, depth)
+        nodes[path] = node  # re-inserted: a sub-model's own output comes after its layers
+        node.tensors.append(out)
+
+    inp = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)
+    outputs = run_layers(model, inp, record)
+    return Traced(model, inp, _as_list(outputs), nodes)
+
+
+def run_layers(model, inputs, visit, prefix: str = "", depth: int = 0):
+    """Run a Functional/Sequential model layer by layer, nested models too, calling visit(path, layer, depth, output).
+
+    This is Keras' own graph walk (the one Functional.call uses), so the numbers are the model's.
+    """
+    functional = getattr(model, "_functional", None) or model  # a Sequential runs through its Functional
+
+    def operation_fn(op):
+        def call(*args, **kwargs):
+            path = f"{prefix}{op.name}"
+            if _is_model(op):
+                out = run_layers(op, args[0] if len(args) == 1 else list(args), visit, f"{path}/", depth + 1)
+            else:
+                out = op(*args, **kwargs)
+            visit(path, op, depth, out)
+            return out
+        return call
+
+    return functional._run_through_graph(inputs, operation_fn=operation_fn)  # noqa: SLF001 (Keras 3 API)
+
+
+class FeatureModel:
+    """The model's own output(s) and the chosen layers' outputs, as one dict, computed in one pass.
+
+    Not a keras.Model: the flattened layers of nested models may share names, which a Functional
+    refuses; and only the chosen outputs are kept while the pass runs.
+    """
+
+    def __init__(self, model, specs: list[OutputSpec]):
+        self.model = model
+        self.specs = specs
+        self._wanted = {s.layer: s.name for s in specs if s.role == FEATURE_MAP}
+        self._model_outputs = [s.name for s in specs if s.role == MODEL_OUTPUT]
+
+    def __call__(self, images, training: bool = False) -> dict:
+        """Outputs in manifest order; inference only (training must stay False)."""
+        if training:
+            raise ValueError("FeatureModel runs in inference mode only")
+        kept = {}
+
+        def keep(path, layer, depth, out):
+            if path in self._wanted:
+                kept[self._wanted[path]] = out
+
+        outputs = dict(zip(self._model_outputs, _as_list(run_layers(self.model, images, keep))))
+        return {s.name: outputs[s.name] if s.role == MODEL_OUTPUT else kept[s.name] for s in self.specs}
+
+
+def _is_model(layer) -> bool:
+    return hasattr(layer, "_run_through_graph") or getattr(layer, "_functional", None) is not None
+
+
+def select_layers(nodes: list[Node], names: list[str] | None = None) -> list[Node]:
+    """The layers to expose: the named ones, or by default every convolution at any depth, in execution order.
+
+    A name is a path ('base/conv'), an output name ('base.conv') or a layer name found at exactly one depth.
+
+    Raises:
+        ExportError: an unknown or ambiguous name, or no convolution and no names given.
+    """
+    if names is None:
+        chosen = [n for n in nodes if isinstance(n.layer, conv_classes())]
+        if not chosen:
+            raise ExportError(f"the model has no Conv2D, DepthwiseConv2D, SeparableConv2D or Conv2DTranspose layer "
+                              f"to expose; pass --layers with any of: {_paths(nodes)}")
+        return chosen
+    if not names:
+        raise ExportError(f"no layer names given; the model has: {_paths(nodes)}")
+    return [_find(nodes, name) for name in dict.fromkeys(names)]
+
+
+def _find(nodes: list[Node], name: str) -> Node:
+    exact = [n for n in nodes if name in (n.path, n.name)]
+    if exact:
+        return exact[0]
+    inner = [n for n in nodes if n.layer.name == name]
+    if len(inner) == 1:
+        return inner[0]
+    if inner:
+        raise ExportError(f"layer name {name!r} is ambiguous: it names {[n.path for n in inner]}; pass one of "
+                          "these paths")
+    raise ExportError(f"unknown layer name {name!r}; the model has: {_paths(nodes)}")
+
+
+def _paths(nodes: list[Node], limit: int = 60) -> str:
+    paths = [n.path for n in nodes]
+    more = f" ... and {len(paths) - limit} more (see --list-layers)" if len(paths) > limit else ""
+    return str(paths[:limit]) + more
+
+
+def layer_tree(traced: Traced) -> str:
+    """The model's layers as an indented tree, with each layer's class and output shape."""
+    model = traced.model
+    lines = [f"{model.name} ({type(model).__name__}), input {_shape(traced.input)}"]
+    shown: set[str] = set()
+    for node in traced.layers:
+        parts = node.path.split("/")
+        # A sub-model's own node follows its layers in execution order; the tree shows it first.
+        for owner in ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]:
+            if owner not in shown:
+                shown.add(owner)
+                lines.append(_tree_line(traced.nodes[owner]))
+    return "\n".join(lines)
+
+
+def _tree_line(node: Node) -> str:
+    shape = _shape(node.tensors[0]) if node.tensors else "?"
+    calls = f" (called {len(node.tensors)} times)" if len(node.tensors) > 1 else ""
+    indent = "  " * (node.depth + 1)
+    return f"{indent}{node.layer.name:<{40 - len(indent)}} {type(node.layer).__name__:<24} {shape}{calls}"
+
+
+def _shape(tensor) -> str:
+    shape = getattr(tensor, "shape", None)
+    return str([None, *shape[1:]]) if shape is not None else "(several tensors)"
+
+
+def feature_model(traced: Traced, layers: list[Node]):
+    """The model's own output(s), then each exposed layer, as one callable with dict outputs.
+
+    Returns:
+        (FeatureModel, list[OutputSpec]) with outputs in manifest order.
+
+    Raises:
+        ExportError: an exposed layer without one output tensor, or names that cannot name outputs.
+    """
     outputs, specs = {}, []
-    for tensor in model.outputs:
-        layer = tensor._keras_history.operation  # the layer that produced the model output
-        _add(outputs, specs, layer.name, layer, tensor, MODEL_OUTPUT)
-    for layer in layers:
-        _add(outputs, specs, layer.name, layer, _layer_output(layer), FEATURE_MAP)
-    return keras.Model(model.inputs[0], outputs, name=f"{model.name}_featuremaps"), specs
+    for tensor in traced.outputs:  # named after the outermost layer that produced it
+        producer = min((n for n in traced.layers if any(t is tensor for t in n.tensors)), key=lambda n: n.depth)
+        _add(outputs, specs, producer, tensor, MODEL_OUTPUT)
+    for node in layers:
+        if len(node.tensors) != 1 or not hasattr(node.tensors[0], "shape"):
+            raise ExportError(f"layer {node.path!r} has no single output tensor in the model graph (it is called "
+                              f"{len(node.tensors)} times, or returns several tensors); expose another layer")
+        _add(outputs, specs, node, node.tensors[0], FEATURE_MAP)
+    return FeatureModel(traced.model, specs), specs
 
 
-def _layer_output(layer):
-    try:
-        return layer.output
-    except (AttributeError, ValueError) as exc:
-        raise ExportError(f"layer {layer.name!r} has no single output in the model graph "
-                          f"(shared or nested layer?): {exc}") from None
+def _as_list(outputs) -> list:
+    import keras
+
+    return keras.tree.flatten(outputs)
 
 
-def _add(outputs: dict, specs: list, name: str, layer, tensor, role: str) -> None:
+def _add(outputs: dict, specs: list, node: Node, tensor, role: str) -> None:
+    name = node.name
     if name in outputs:
         return
-    if not VALID_NAME.fullmatch(name):
-        raise ExportError(f"layer name {name!r} cannot name an output: use letters, digits, '_', '.' and '-' "
+    if not VALID_NAME.fullmatch(name) or len(name) > 128 or name.endswith("."):
+        raise ExportError(f"layer name {node.path!r} cannot name an output: use 1-128 letters, digits, '_', '.' and '-' "
                           "only (rename the layer where the model is defined, then save it again)")
+    layer = node.layer
     shape = tuple(tensor.shape)
     if getattr(layer, "data_format", "channels_last") == "channels_first" and len(shape) == 4:
         layout = "NCHW"
     else:
         layout = LAYOUTS.get(len(shape), f"rank{len(shape)}")
     outputs[name] = tensor
-    specs.append(OutputSpec(name, layer.name, type(layer).__name__, (None, *shape[1:]), layout, role))
+    specs.append(OutputSpec(name, node.path, type(layer).__name__, (None, *shape[1:]), layout, role))

@@ -8,7 +8,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,14 +16,15 @@ import numpy as np
 
 from runtime.atomic import rename_noreplace, umask
 from runtime.compare import DEFAULT_TOLERANCE, Tolerance
-from runtime.errors import ArtifactError, ExportError
+from runtime.errors import ArtifactError, ExportError, FeatureMapsError
 from runtime.hashing import MANIFEST, sha256_file, tree_files
 from runtime.manifest import ONNX_FILE, SAVED_MODEL_DIR, InputSpec, Manifest, Preprocessing, read_manifest, unlisted_files
 from runtime.preprocess import to_batch
 
 from .artifacts import DEFAULT_OPSET, serving_function, write_onnx, write_saved_model
-from .graph import feature_model, input_spec, select_layers
+from .graph import check_channels_last, feature_model, input_spec, select_layers, trace
 from .model_io import load_keras_model
+from .preprocessing import choose_preprocessing
 from .progress import Progress
 from .reference import REFERENCE_MODEL
 from .verify import verification_images, verify
@@ -37,7 +38,7 @@ class ExportOptions:
     force: bool = False
     allow_unsafe: bool = False
     tolerance: Tolerance = DEFAULT_TOLERANCE
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    preprocessing: Preprocessing | None = None  # None: what the model expects (see export.preprocessing)
     labels: list[str] | None = None
 
 
@@ -60,8 +61,11 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
     started = time.perf_counter()
     with progress.stage("load"):
         model = load_keras_model(model_path, options.allow_unsafe)
-        spec = input_spec(model, options.preprocessing)
-        fmodel, outputs = feature_model(model, select_layers(model, options.layers))
+        spec = input_spec(model, Preprocessing())
+        traced = trace(model)
+        check_channels_last(traced.layers)
+        spec = replace(spec, preprocessing=choose_preprocessing(traced.layers, options.preprocessing))
+        fmodel, outputs = feature_model(traced, select_layers(traced.layers, options.layers))
         labels = _labels(outputs, options.labels)
         source_sha = sha256_file(Path(model_path))
     try:
@@ -76,7 +80,8 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
             serve = serving_function(fmodel, spec)
             write_saved_model(fmodel, serve, tmp / SAVED_MODEL_DIR)
         with progress.stage("ONNX"):
-            write_onnx(serve, [o.name for o in outputs], tmp / ONNX_FILE, options.opset)
+            write_onnx(serve, [o.name for o in outputs], tmp / ONNX_FILE, options.opset,
+                       layer_names=[n.layer.name for n in traced.layers], weight_bytes=_weight_bytes(model))
             del serve
             gc.collect()  # the traced graph and tf2onnx's copies of the weights are garbage now
         manifest = Manifest(
@@ -100,6 +105,12 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
                               + "; ".join(manifest.verification["problems"]))
         manifest.write(tmp)
         _publish(tmp, out, options.force)
+    except FeatureMapsError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if str(tmp) not in str(exc):
+            raise
+        # The temporary folder is gone now: name the folder the user asked for instead.
+        raise type(exc)(str(exc).replace(str(tmp), f"{out} (unpublished)")) from None
     except BaseException as exc:  # Ctrl-C and SIGTERM too (run_cli turns SIGTERM into KeyboardInterrupt)
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):  # e.g. a full disk: not a bug, and nothing was published
@@ -253,6 +264,10 @@ def onnx_external_data(path: Path) -> list[str]:
     model = onnx.load(os.fspath(path), load_external_data=False)
     return sorted({entry.value for t in tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL
                    for entry in t.external_data if entry.key == "location"})
+
+
+def _weight_bytes(model) -> int:
+    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
 
 
 def _labels(outputs, given: list[str] | None) -> list[str]:

@@ -21,6 +21,7 @@ from .paths import confine, relative_path, safe_name
 
 SCHEMA_VERSION = 1
 ONNX_FILE = "model.onnx"
+ONNX_DATA_FILE = "model.onnx.data"  # ONNX external data beside ONNX_FILE, for graphs over 2 GB
 SAVED_MODEL_DIR = "saved_model"
 SIGNATURE = "serving_default"
 INPUT_NAME = "image"
@@ -43,6 +44,7 @@ class Preprocessing:
     raw_dtype: str = "uint8"
     scale: float = 1.0 / 255.0
     offset: float = 0.0
+    reason: str = ""  # why this preprocessing was chosen, for people reading the manifest
 
     @cached_property  # read on every run(): computed once
     def value_range(self) -> tuple[float, float]:
@@ -339,11 +341,12 @@ def _check_depth(d: Any) -> None:
 
 
 def _under(rel: str, prefix: str) -> bool:
-    return rel == prefix or rel.startswith(prefix + "/")
+    """rel is prefix, a file in the folder prefix, or the ONNX external data that belongs to prefix."""
+    return rel == prefix or rel.startswith(prefix + "/") or (prefix == ONNX_FILE and rel == ONNX_DATA_FILE)
 
 
 __all__ = [
-    "SCHEMA_VERSION", "ONNX_FILE", "SAVED_MODEL_DIR", "SIGNATURE", "INPUT_NAME", "LAYOUTS", "MANIFEST",
+    "SCHEMA_VERSION", "ONNX_FILE", "ONNX_DATA_FILE", "SAVED_MODEL_DIR", "SIGNATURE", "INPUT_NAME", "LAYOUTS", "MANIFEST",
     "Preprocessing", "InputSpec", "OutputSpec", "Manifest", "read_manifest", "verify_files_against", "tree_files",
     "listed_files", "unlisted_files", "validate", "MAX_MANIFEST_BYTES", "MAX_DEPTH",
 ]

@@ -86,3 +86,102 @@ def train_briefly(model, x: np.ndarray, y: np.ndarray, seed: int = 0):
 
 
 ZOO = {"functional_bn": functional_bn, "rgb_small": rgb_small}
+
+
+# Small stand-ins for the Keras Applications families, random weights (the CI subset of
+# benchmarks/applications.py, which runs the real families).
+
+def transfer_mobilenet():
+    """The usual fine-tuning shape: a MobileNetV2 base nested in Sequential, plus a new head."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(1)
+    base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None, alpha=0.35)
+    return keras.Sequential([keras.Input((32, 32, 3)), base, layers.GlobalAveragePooling2D(name="gap"),
+                             layers.Dense(4, activation="softmax", name="head")], name="transfer")
+
+
+def efficientnet_style():
+    """EfficientNet's stem: Rescaling, then an adapted Normalization; MBConv with squeeze-excitation."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(2)
+    norm = layers.Normalization(name="norm")
+    norm.adapt(np.random.default_rng(0).uniform(0, 1, (64, 32, 32, 3)).astype("float32"))
+    inp = keras.Input((32, 32, 3))
+    x = norm(layers.Rescaling(1 / 255, name="rescale")(inp))
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="swish", name="stem_conv")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", name="dwconv")(x)
+    x = layers.BatchNormalization(name="dw_bn")(x)
+    x = layers.Activation("swish", name="dw_act")(x)
+    se = layers.GlobalAveragePooling2D(keepdims=True, name="se_squeeze")(x)
+    se = layers.Conv2D(4, 1, activation="swish", name="se_reduce")(se)
+    se = layers.Conv2D(16, 1, activation="sigmoid", name="se_expand")(se)
+    x = layers.Multiply(name="se_excite")([x, se])
+    x = layers.Conv2D(24, 1, name="project_conv")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inp, layers.Dense(4, activation="softmax", name="probs")(x), name="efficientnet_style")
+
+
+def convnext_style():
+    """ConvNeXt: Normalization of 0..255 pixels, patchify stem, 7x7 depthwise, LayerNorm, exact gelu, grouped conv."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((32, 32, 3))
+    x = layers.Normalization(mean=[123.7, 116.3, 103.5], variance=[58.4 ** 2, 57.1 ** 2, 57.4 ** 2], name="prestem")(inp)
+    x = layers.Conv2D(16, 4, strides=4, name="stem")(x)
+    x = layers.LayerNormalization(epsilon=1e-6, name="stem_ln")(x)
+    y = layers.DepthwiseConv2D(7, padding="same", name="block_dw")(x)
+    y = layers.LayerNormalization(epsilon=1e-6, name="block_ln")(y)
+    y = layers.Dense(64, activation="gelu", name="block_pw1")(y)
+    y = layers.Dense(16, name="block_pw2")(y)
+    x = layers.Add(name="block_add")([x, y])
+    x = layers.Conv2D(16, 3, padding="same", groups=4, name="grouped")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inp, layers.Dense(4, activation="softmax", name="probs")(x), name="convnext_style")
+
+
+def inception_style():
+    """Inception: parallel 1x1, 3x3, 5x5 and pooling branches, concatenated."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((32, 32, 3))
+    x = layers.Conv2D(16, 3, strides=2, activation="relu", name="stem")(inp)
+    b1 = layers.Conv2D(8, 1, activation="relu", name="b1_1x1")(x)
+    b2 = layers.Conv2D(8, 3, padding="same", activation="relu", name="b2_3x3")(
+        layers.Conv2D(6, 1, activation="relu", name="b2_1x1")(x))
+    b3 = layers.Conv2D(8, 5, padding="same", activation="relu", name="b3_5x5")(
+        layers.Conv2D(4, 1, activation="relu", name="b3_1x1")(x))
+    b4 = layers.Conv2D(8, 1, activation="relu", name="b4_1x1")(
+        layers.MaxPooling2D(3, strides=1, padding="same", name="b4_pool")(x))
+    x = layers.Concatenate(name="mixed")([b1, b2, b3, b4])
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inp, layers.Dense(4, activation="softmax", name="probs")(x), name="inception_style")
+
+
+def resnet_mini():
+    """ResNet: conv-BN-ReLU, a residual block with a strided projection shortcut."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((32, 32, 3))
+    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(
+        layers.Conv2D(16, 3, padding="same", name="stem_conv")(inp)))
+    y = layers.Conv2D(32, 3, strides=2, padding="same", name="res_conv1")(x)
+    y = layers.ReLU(name="res_relu1")(layers.BatchNormalization(name="res_bn1")(y))
+    y = layers.BatchNormalization(name="res_bn2")(layers.Conv2D(32, 3, padding="same", name="res_conv2")(y))
+    shortcut = layers.BatchNormalization(name="short_bn")(layers.Conv2D(32, 1, strides=2, name="short_conv")(x))
+    x = layers.ReLU(name="res_out")(layers.Add(name="res_add")([y, shortcut]))
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inp, layers.Dense(4, activation="softmax", name="probs")(x), name="resnet_mini")
+
+
+APPLICATIONS = {f.__name__: f for f in (transfer_mobilenet, efficientnet_style, convnext_style, inception_style,
+                                        resnet_mini)}

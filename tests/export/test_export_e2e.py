@@ -26,8 +26,11 @@ def test_manifest_describes_the_artifacts(reference_artifacts, reference_model_p
     manifest = read_manifest(reference_artifacts)  # checks schema version and every sha256
     data = json.loads((reference_artifacts / "manifest.json").read_text())
     assert data["schema_version"] == SCHEMA_VERSION
-    assert data["input"] == {"name": "image", "dtype": "float32", "shape": [None, 28, 28, 1], "layout": "NHWC",
-                             "preprocessing": {"raw_dtype": "uint8", "scale": 1 / 255, "offset": 0.0}}
+    preprocessing = data["input"].pop("preprocessing")
+    assert data["input"] == {"name": "image", "dtype": "float32", "shape": [None, 28, 28, 1], "layout": "NHWC"}
+    assert {k: preprocessing[k] for k in ("raw_dtype", "scale", "offset")} == {"raw_dtype": "uint8", "scale": 1 / 255,
+                                                                               "offset": 0.0}
+    assert "no Rescaling or Normalization" in preprocessing["reason"]
     assert {o["name"]: o["shape"] for o in data["outputs"]} == REFERENCE_OUTPUTS
     assert manifest.output_names == ["dense_1", "conv2d", "conv2d_1"]
     assert [o.role for o in manifest.outputs] == ["model_output", "feature_map", "feature_map"]

@@ -102,7 +102,8 @@ def test_unsupported_suffix(capsys, tmp_path):
 
 def test_no_conv_layer(capsys, tmp_path, dense_only_model):
     err = cli_error(capsys, "--model", str(dense_only_model), "--out", str(tmp_path / "a"))
-    assert "no top-level Conv2D" in err and "'flat'" in err and "--layers" in err
+    assert "has no Conv2D, DepthwiseConv2D, SeparableConv2D or Conv2DTranspose layer" in err
+    assert "'flat'" in err and "--layers" in err
 
 
 def test_no_conv_layer_but_layers_given(tmp_path, dense_only_model):

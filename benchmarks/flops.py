@@ -131,9 +131,9 @@ def layer_names(graph, nodes) -> list[str]:
 
 
 def _scope(node_name: str) -> str | None:
-    """The layer scope of a tf2onnx node name: 'model/conv2d_5/BiasAdd' -> 'conv2d_5'."""
+    """The layer scope of a tf2onnx node name: 'model/conv2d_5/BiasAdd' or 'conv2d_5/BiasAdd' -> 'conv2d_5'."""
     parts = node_name.split("/")
-    return parts[-2] if len(parts) >= 3 else None
+    return parts[-2] if len(parts) >= 2 else None
 
 
 def load_onnx(path: str | os.PathLike):

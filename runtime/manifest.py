@@ -222,7 +222,7 @@ def unlisted_files(folder: Path, manifest: Manifest) -> list[str]:
 _FIELDS = {"schema_version", "input", "outputs", "labels", "source_model", "onnx", "tools", "files",
            "verification", "preview", "created"}
 _INPUT_FIELDS = {"name", "dtype", "shape", "layout", "preprocessing"}
-_PRE_FIELDS = {"raw_dtype", "scale", "offset"}
+_PRE_FIELDS = {"raw_dtype", "scale", "offset", "reason"}
 _OUTPUT_FIELDS = {"name", "layer", "layer_class", "shape", "layout", "role"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _LAYOUT = re.compile(r"[A-Za-z0-9]{1,16}")
@@ -255,6 +255,7 @@ def validate(d: Any) -> None:
     for key in ("scale", "offset"):
         if key in pre:
             _number(pre[key], f"input.preprocessing.{key}", nonzero=key == "scale")
+    _text(pre.get("reason", ""), "input.preprocessing.reason", empty=True)
     outputs = _of(d["outputs"], list, "outputs", "a non-empty list")
     _expect(0 < len(outputs) <= 100_000, "outputs", "a list of 1 to 100000 outputs", f"{len(outputs)} entries")
     seen: set[str] = set()

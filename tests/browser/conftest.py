@@ -15,7 +15,9 @@ def chromium_path() -> str | None:
     return os.environ.get("FEATUREMAPS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an asyncio loop running in this thread until it stops,
+# which would break later tests that call asyncio.run().
+@pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api",
                                    reason="playwright is not installed: pip install -e '.[browser]'")

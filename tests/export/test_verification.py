@@ -24,7 +24,7 @@ def two_convs(tmp_path_factory):
     import keras
     from keras import layers
 
-    from export.graph import feature_model, select_layers
+    from export.graph import feature_model, select_layers, trace
     from export.model_io import load_keras_model
     from export.pipeline import export_model
     from export.verify import verification_images
@@ -39,7 +39,8 @@ def two_convs(tmp_path_factory):
     keras.Model(inp, out).save(path)
     manifest = export_model(path, folder / "artifacts")
     model = load_keras_model(path)
-    fmodel, _ = feature_model(model, select_layers(model))
+    traced = trace(model)
+    fmodel, _ = feature_model(traced, select_layers(traced.layers))
     images, _, _ = verification_images(manifest.input)
     return path, folder / "artifacts", fmodel, to_batch(images, manifest.input)
 
@@ -154,8 +155,8 @@ def test_a_defect_stops_the_export(two_convs, tmp_path, monkeypatch):
     path = two_convs[0]
     real = pipeline.write_onnx
 
-    def tampered(serve, names, target, opset):
-        proto = real(serve, names, target, opset)
+    def tampered(serve, names, target, opset, **options):
+        proto = real(serve, names, target, opset, **options)
         scale_channel(conv_kernels(proto)[1], 5, 1.01)
         import onnx
 

@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
     run.add_argument("--out", required=True, type=Path,
                      help="the .npz file or .zarr store to write (built beside it, moved into place on success)")
     run.add_argument("--compress", action="store_true", help="deflate the .npz (slow; a .zarr store is always "
-                                                             "compressed, with multi-threaded Blosc/Zstd)")
+                                                             "compressed, with multi-threaded Blosc LZ4)")
     run.set_defaults(func=cmd_run)
 
 
@@ -90,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = check_out(args.out)
     if args.compress and out.suffix.lower() == ".zarr":
-        raise DataError("--compress applies to .npz output; a .zarr store is always compressed (Blosc/Zstd)")
+        raise DataError("--compress applies to .npz output; a .zarr store is always compressed (Blosc LZ4)")
     args.paths = expand_inputs(args.input)  # before loading the model: cheap mistakes first
     with load_model(args.artifacts, args.backend, args.device) as model:
         empty = model.run(np.zeros((0, *model.input_spec.image_shape), np.uint8), args.outputs)  # checks names

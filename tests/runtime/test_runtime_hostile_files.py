@@ -76,8 +76,8 @@ def test_onnx_model_swapped_after_the_check_is_never_loaded(artifacts_copy, refe
         (artifacts_copy / "model.onnx").write_bytes(evil)
         return real(model, *args, **kwargs)
 
+    expected = loaded(reference_artifacts, "onnx").run(digits[0][:4])["conv2d"]  # before the trap is set
     monkeypatch.setattr(onnxruntime, "InferenceSession", swap_then_build)
-    expected = loaded(reference_artifacts, "onnx").run(digits[0][:4])["conv2d"]
     with runtime.load(artifacts_copy) as model:
         assert np.array_equal(model.run(digits[0][:4])["conv2d"], expected)
 

@@ -1,4 +1,4 @@
-"""The Open Inference Protocol server under load, against the in-process runtime (issue 12 targets).
+"""The Open Inference Protocol server under load, against the in-process runtime; targets below.
 
 - load: 32 concurrent tritonclient clients on loopback send binary tensors and fetch every output
   (binary) for a fixed time, in rounds; after each round, in-process Model.stream runs at the mean
@@ -28,7 +28,7 @@ CLIENTS = 32
 MAX_BATCH = 64
 LOAD_SECONDS, LOAD_SECONDS_CI, LOAD_ROUNDS = 15.0, 1.0, 5  # odd: a true median round
 SINGLE_BLOCKS, SINGLE_CALLS = 30, 20
-# Issue 12 targets.
+# Targets: load throughput vs in-process stream, and one-request latency overhead.
 THROUGHPUT_RATIO_MIN, OVERHEAD_MAX_S = 0.6, 1e-3
 
 

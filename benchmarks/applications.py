@@ -41,7 +41,7 @@ FAMILIES = {
 }
 QUICK = ["MobileNetV2", "EfficientNetB0", "ResNet50", "InceptionV3", "ConvNeXtTiny"]
 VARIANTS = ("top", "transfer")
-MAX_PARAMS = 120_000_000  # bigger models do not fit the 24 GB these 8 engineers share
+MAX_PARAMS = 400_000_000  # ConvNeXtXLarge (350 M) is the largest family; beyond, a 24 GB machine is tight
 COLUMNS = ["family", "variant", "params", "input", "export s", "peak RSS", "ONNX MB", "outputs", "worst abs err",
            "result"]
 

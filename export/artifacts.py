@@ -59,8 +59,6 @@ def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_
         layer_names: the Keras layers (nested ones too), to name where an unsupported op comes from.
         weight_bytes: the model's weight bytes: above EXTERNAL_DATA_ABOVE they go to external data.
 
-    Returns the checked ModelProto.
-
     Raises:
         ExportError: tf2onnx cannot convert the graph, or the result is not the expected graph.
     """
@@ -73,7 +71,22 @@ def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_
         raise
     except Exception as exc:  # tf2onnx raises bare Exceptions for unsupported ops/opsets
         raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {_first_line(exc)}") from None
-    graph = proto.graph
+    _name_like_the_manifest(proto.graph, output_names)
+    proto.doc_string = "featuremaps export: Keras feature maps as named outputs"
+    if weight_bytes > EXTERNAL_DATA_ABOVE:
+        onnx.save_model(proto, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=EXTERNAL_DATA, size_threshold=1024)
+    else:
+        onnx.save(proto, os.fspath(path))
+    del proto  # the checker reads the file: no second copy of the weights in memory (VGG16: 550 MB)
+    try:
+        onnx.checker.check_model(os.fspath(path), full_check=True)  # by path: with any external data
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"the converted ONNX graph fails onnx.checker: {_first_line(exc)}") from None
+
+
+def _name_like_the_manifest(graph, output_names: list[str]) -> None:
+    """Check graph's inputs and outputs, put the outputs in manifest order, name the batch dimension."""
     inputs = [i.name for i in graph.input]
     if inputs != [INPUT_NAME]:
         raise ExportError(f"the ONNX graph has inputs {inputs}, expected only {INPUT_NAME!r}: the extra ones are "
@@ -86,18 +99,6 @@ def write_onnx(serve, output_names: list[str], path: Path, opset: int = DEFAULT_
     graph.output.extend(ordered)
     for value in (*graph.input, *graph.output):  # one readable name for the dynamic batch dimension
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
-    proto.doc_string = "featuremaps export: Keras feature maps as named outputs"
-    try:
-        if weight_bytes > EXTERNAL_DATA_ABOVE:
-            onnx.save_model(proto, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=EXTERNAL_DATA, size_threshold=1024)
-            onnx.checker.check_model(os.fspath(path), full_check=True)  # by path: with its external data
-        else:
-            onnx.checker.check_model(proto, full_check=True)
-            onnx.save(proto, os.fspath(path))
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"the converted ONNX graph fails onnx.checker: {_first_line(exc)}") from None
-    return proto
 
 
 @contextmanager

@@ -69,3 +69,42 @@ def test_extra_graph_inputs_are_reported_as_such():
 
     with pytest.raises(ExportError, match=r"the ONNX graph has inputs \['image', 'extra'\], expected only 'image'"):
         write_onnx(serve, ["out"], "unused.onnx")
+
+
+def _converted(serve, image):
+    """serve converted to ONNX and run by onnxruntime on image: outputs by name."""
+    import onnxruntime
+
+    from export.convert import to_onnx
+
+    session = onnxruntime.InferenceSession(to_onnx(serve, 17).SerializeToString())
+    return dict(zip((o.name for o in session.get_outputs()), session.run(None, {"image": image})))
+
+
+def test_weights_and_captured_constants_become_initializers_with_their_values():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    kernel = tf.Variable(rng.normal(size=(3, 3, 2, 8)).astype(np.float32))  # kept aside while grappler runs
+    scale = tf.constant(rng.normal(size=8).astype(np.float32))  # a captured constant, as Normalization has
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 6, 2], tf.float32, name="image")])
+    def serve(image):
+        return {"maps": tf.nn.relu(tf.nn.conv2d(image, kernel, 1, "VALID") * scale)}
+
+    image = rng.normal(size=(2, 6, 6, 2)).astype(np.float32)
+    np.testing.assert_allclose(_converted(serve, image)["maps"], serve(image)["maps"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_variables_read_other_than_by_readvariableop_are_frozen_by_tensorflow():
+    import tensorflow as tf
+
+    table = tf.Variable(np.arange(400, dtype=np.float32).reshape(100, 4))  # 1.6 KB: kept out of the graph
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="image")])
+    def serve(image):
+        return {"out": image * tf.gather(table, [3, 7])[:1]}  # a ResourceGather reads the variable itself
+
+    assert "ResourceGather" in {n.op for n in serve.get_concrete_function().graph.as_graph_def().node}
+    image = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(_converted(serve, image)["out"], serve(image)["out"].numpy())

@@ -148,9 +148,14 @@ def test_wrong_layer_swapped_outputs_and_double_scaled_input_fail(two_convs, ker
     assert {p.split(":")[0] for p in double} >= {"conv_a", "conv_b", "probs"}
 
 
-def test_a_defect_stops_the_export(two_convs, tmp_path, monkeypatch):
-    """End to end: an ONNX graph with one kernel channel off by 1% is reported and not published."""
+@pytest.mark.parametrize("engines_together_below", [256 << 20, 0], ids=["engines together", "one at a time"])
+def test_a_defect_stops_the_export(two_convs, tmp_path, monkeypatch, engines_together_below):
+    """End to end: an ONNX graph with one kernel channel off by 1% is reported and not published,
+    whether the engines are verified together or (big graphs) one after the other."""
     import export.pipeline as pipeline
+    import export.verify
+
+    monkeypatch.setattr(export.verify, "ENGINES_TOGETHER_BELOW", engines_together_below)
 
     path = two_convs[0]
     real = pipeline.write_onnx

@@ -222,6 +222,7 @@ class ZarrWriter(_Writer):
         self.chunk_rows = max(1, int(chunk_rows))
         self.shard_rows = shard_rows if shard_rows and shard_rows % self.chunk_rows == 0 else None
         self.arrays: dict[str, object] = {}
+        self.shards: dict[str, object] = {}  # name -> ShardFiles: whole shards bypass zarr's write path
         try:
             self.group = zarr.open_group(store=str(self.tmp), mode="w", zarr_format=3)
             self.group.attrs.update({**attrs, "images": rows, "complete": False})
@@ -238,10 +239,19 @@ class ZarrWriter(_Writer):
             shards=(self.shard_rows, *first.shape[1:]) if self.shard_rows else None,
             dtype=first.dtype, compressors=BloscCodec(**ZARR_CODEC), fill_value=0,
             config={"write_empty_chunks": True})  # zarr's all-zero check per chunk cost more than compressing
+        if self.shard_rows:
+            from .shards import ShardFiles
+
+            self.shards[name] = ShardFiles(self.tmp / name, self.arrays[name].metadata, self.expected,
+                                           self.shard_rows, self.chunk_rows, ZARR_CODEC)
 
     def _write(self, name: str, array: np.ndarray) -> None:
         start = self.counts[name]
-        self.arrays[name][start:start + len(array)] = array
+        shards = self.shards.get(name)
+        if shards is not None and shards.fits(start, len(array)):  # always, for batches of shard_rows
+            shards.write(start, array)
+        else:
+            self.arrays[name][start:start + len(array)] = array
 
     def commit(self, sources: list[str] | None = None) -> dict[str, tuple]:
         """Mark the store complete (attrs "sources": one name per row, if given) and move it into place.

@@ -28,9 +28,11 @@ class ShardFiles:
         metadata: the array's zarr metadata (for chunk keys).
         rows, shard_rows, chunk_rows: the array's length, and its shard and chunk lengths along axis 0.
         codec: ZARR_CODEC's Blosc settings.
+        pool: an Executor that compresses a shard's chunks in parallel (None: in the calling thread).
     """
 
-    def __init__(self, folder: Path, metadata, rows: int, shard_rows: int, chunk_rows: int, codec: dict):
+    def __init__(self, folder: Path, metadata, rows: int, shard_rows: int, chunk_rows: int, codec: dict,
+                 pool=None):
         import google_crc32c  # zarr's own dependency for the crc32c codec
         import numcodecs
 
@@ -38,6 +40,7 @@ class ShardFiles:
         self.rows, self.shard_rows, self.chunk_rows = rows, shard_rows, chunk_rows
         self.blosc = numcodecs.Blosc(cname=codec["cname"], clevel=codec["clevel"], shuffle=SHUFFLES[codec["shuffle"]])
         self.crc32c = google_crc32c.value
+        self.map = pool.map if pool is not None else map
 
     def fits(self, start: int, count: int) -> bool:
         """Whether rows start .. start+count are one whole shard (or the array's last, short one)."""
@@ -46,15 +49,16 @@ class ShardFiles:
     def write(self, start: int, array: np.ndarray) -> None:
         """Write one shard (fits(start, len(array)) must hold)."""
         little = array.dtype.newbyteorder("<")
-        parts, index, offset = [], np.full((self.shard_rows // self.chunk_rows, 2), NO_CHUNK, "<u8"), 0
-        for i, row in enumerate(range(0, len(array), self.chunk_rows)):
+        chunks = []
+        for row in range(0, len(array), self.chunk_rows):
             chunk = np.ascontiguousarray(array[row:row + self.chunk_rows], dtype=little)  # a view if it already is
             if len(chunk) < self.chunk_rows:  # the array's last chunk: zarr stores it padded with the fill value
                 chunk = np.concatenate([chunk, np.zeros((self.chunk_rows - len(chunk), *chunk.shape[1:]), little)])
-            encoded = self.blosc.encode(chunk)
-            parts.append(encoded)
-            index[i] = offset, len(encoded)
-            offset += len(encoded)
+            chunks.append(chunk)
+        parts = list(self.map(self.blosc.encode, chunks))  # Blosc releases the GIL
+        index = np.full((self.shard_rows // self.chunk_rows, 2), NO_CHUNK, "<u8")
+        sizes = np.array([len(p) for p in parts], np.uint64)
+        index[:len(parts), 0], index[:len(parts), 1] = np.cumsum(sizes) - sizes, sizes
         parts += [index.tobytes(), np.uint32(self.crc32c(index.tobytes())).astype("<u4").tobytes()]
         path = self.folder / self.metadata.encode_chunk_key((start // self.shard_rows,) + (0,) * (array.ndim - 1))
         path.parent.mkdir(parents=True, exist_ok=True)

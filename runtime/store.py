@@ -223,6 +223,7 @@ class ZarrWriter(_Writer):
         self.shard_rows = shard_rows if shard_rows and shard_rows % self.chunk_rows == 0 else None
         self.arrays: dict[str, object] = {}
         self.shards: dict[str, object] = {}  # name -> ShardFiles: whole shards bypass zarr's write path
+        self.pool = None  # compresses the chunks of a shard on every core (see _open)
         try:
             self.group = zarr.open_group(store=str(self.tmp), mode="w", zarr_format=3)
             self.group.attrs.update({**attrs, "images": rows, "complete": False})
@@ -240,10 +241,16 @@ class ZarrWriter(_Writer):
             dtype=first.dtype, compressors=BloscCodec(**ZARR_CODEC), fill_value=0,
             config={"write_empty_chunks": True})  # zarr's all-zero check per chunk cost more than compressing
         if self.shard_rows:
+            from concurrent.futures import ThreadPoolExecutor
+
             from .shards import ShardFiles
 
+            # One writer thread compressing while the model computes on the other core(s) left a core
+            # idle half the time: compression costs more CPU per image than the model's compute.
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="featuremaps-blosc")
             self.shards[name] = ShardFiles(self.tmp / name, self.arrays[name].metadata, self.expected,
-                                           self.shard_rows, self.chunk_rows, ZARR_CODEC)
+                                           self.shard_rows, self.chunk_rows, ZARR_CODEC, self.pool)
 
     def _write(self, name: str, array: np.ndarray) -> None:
         start = self.counts[name]
@@ -272,6 +279,11 @@ class ZarrWriter(_Writer):
         except OSError as exc:
             raise cannot_write(self.path, exc) from None
         return self.shapes()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)  # before the temporary folder goes
+        super().close()
 
 
 __all__ = ["check_out", "open_writer", "summary", "chunk_rows", "NpzWriter", "ZarrWriter", "cannot_write",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-CODECS = [("lz4", 9, "noshuffle"), ("lz4", 5, "noshuffle"), ("lz4", 5, "shuffle"), ("zstd", 1, "noshuffle"),
+CODECS = [("lz4", 9, "noshuffle"), ("lz4", 6, "noshuffle"), ("lz4", 5, "noshuffle"), ("lz4", 5, "shuffle"), ("zstd", 1, "noshuffle"),
           ("zstd", 1, "shuffle"), ("zstd", 1, "bitshuffle"), ("zstd", 3, "noshuffle")]
 
 

@@ -3,8 +3,8 @@
 Why not `array[a:b] = x`: on the reference model zarr's write path (an asyncio task and a
 thread hand-off per chunk, the chunk filled with the fill value then copied into, the encoded
 chunks copied into one shard buffer) cost about as much CPU as the Blosc compression itself.
-Here each chunk is compressed straight from the caller's array and the shard is written with
-one writev. Only the layout that ZarrWriter creates is written this way (the sharding codec
+Here each chunk is compressed straight from the caller's array, on a thread pool, and the shard
+is written with one writev. Only the layout that ZarrWriter creates is written this way (the sharding codec
 with the index at the end, inner codecs bytes(little endian) + blosc, index codecs bytes +
 crc32c: see the sharding spec, https://zarr-specs.readthedocs.io/en/latest/v3/codecs/sharding-indexed/);
 tests compare the files with zarr's own.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -28,11 +29,10 @@ class ShardFiles:
         metadata: the array's zarr metadata (for chunk keys).
         rows, shard_rows, chunk_rows: the array's length, and its shard and chunk lengths along axis 0.
         codec: ZARR_CODEC's Blosc settings.
-        pool: an Executor that compresses a shard's chunks in parallel (None: in the calling thread).
+        pool: the Executor that compresses the chunks (Blosc releases the GIL, so they run in parallel).
     """
 
-    def __init__(self, folder: Path, metadata, rows: int, shard_rows: int, chunk_rows: int, codec: dict,
-                 pool=None):
+    def __init__(self, folder: Path, metadata, rows: int, shard_rows: int, chunk_rows: int, codec: dict, pool):
         import google_crc32c  # zarr's own dependency for the crc32c codec
         import numcodecs
 
@@ -40,14 +40,18 @@ class ShardFiles:
         self.rows, self.shard_rows, self.chunk_rows = rows, shard_rows, chunk_rows
         self.blosc = numcodecs.Blosc(cname=codec["cname"], clevel=codec["clevel"], shuffle=SHUFFLES[codec["shuffle"]])
         self.crc32c = google_crc32c.value
-        self.map = pool.map if pool is not None else map
+        self.pool = pool
 
     def fits(self, start: int, count: int) -> bool:
         """Whether rows start .. start+count are one whole shard (or the array's last, short one)."""
         return start % self.shard_rows == 0 and (count == self.shard_rows or start + count == self.rows)
 
-    def write(self, start: int, array: np.ndarray) -> None:
-        """Write one shard (fits(start, len(array)) must hold)."""
+    def write(self, start: int, array: np.ndarray) -> Callable[[], None]:
+        """Start compressing one shard (fits(start, len(array)) must hold) on the pool.
+
+        Returns:
+            the function that waits for its chunks and writes the file (in the caller's thread).
+        """
         little = array.dtype.newbyteorder("<")
         chunks = []
         for row in range(0, len(array), self.chunk_rows):
@@ -55,12 +59,15 @@ class ShardFiles:
             if len(chunk) < self.chunk_rows:  # the array's last chunk: zarr stores it padded with the fill value
                 chunk = np.concatenate([chunk, np.zeros((self.chunk_rows - len(chunk), *chunk.shape[1:]), little)])
             chunks.append(chunk)
-        parts = list(self.map(self.blosc.encode, chunks))  # Blosc releases the GIL
+        encoded = [self.pool.submit(self.blosc.encode, chunk) for chunk in chunks]
+        path = self.folder / self.metadata.encode_chunk_key((start // self.shard_rows,) + (0,) * (array.ndim - 1))
+        return lambda: self._write_file(path, [e.result() for e in encoded])
+
+    def _write_file(self, path: Path, parts: list) -> None:
         index = np.full((self.shard_rows // self.chunk_rows, 2), NO_CHUNK, "<u8")
         sizes = np.array([len(p) for p in parts], np.uint64)
         index[:len(parts), 0], index[:len(parts), 1] = np.cumsum(sizes) - sizes, sizes
         parts += [index.tobytes(), np.uint32(self.crc32c(index.tobytes())).astype("<u4").tobytes()]
-        path = self.folder / self.metadata.encode_chunk_key((start // self.shard_rows,) + (0,) * (array.ndim - 1))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:

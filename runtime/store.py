@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 
@@ -224,6 +225,7 @@ class ZarrWriter(_Writer):
         self.arrays: dict[str, object] = {}
         self.shards: dict[str, object] = {}  # name -> ShardFiles: whole shards bypass zarr's write path
         self.pool = None  # compresses the chunks of a shard on every core (see _open)
+        self.pending: deque = deque()  # functions that finish writing a shard (see _write)
         try:
             self.group = zarr.open_group(store=str(self.tmp), mode="w", zarr_format=3)
             self.group.attrs.update({**attrs, "images": rows, "complete": False})
@@ -256,7 +258,11 @@ class ZarrWriter(_Writer):
         start = self.counts[name]
         shards = self.shards.get(name)
         if shards is not None and shards.fits(start, len(array)):  # always, for batches of shard_rows
-            shards.write(start, array)
+            self.pending.append(shards.write(start, array))
+            # One batch of shards in flight: its chunks compress on the pool while the previous batch's
+            # files are written here.
+            while len(self.pending) > len(self.shards):
+                self.pending.popleft()()
         else:
             self.arrays[name][start:start + len(array)] = array
 
@@ -268,6 +274,8 @@ class ZarrWriter(_Writer):
         """
         self._check_complete()
         try:
+            while self.pending:
+                self.pending.popleft()()
             self.group.attrs.update({**({SOURCES: list(sources)} if sources is not None else {}), "complete": True})
             old = None
             if _is_zarr_store(self.path):  # checked by check_out: only a Zarr store is ever replaced

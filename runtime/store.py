@@ -291,7 +291,22 @@ class ZarrWriter(_Writer):
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)  # before the temporary folder goes
+        _settle_zarr()
         super().close()
+
+
+def _settle_zarr() -> None:
+    """Wait for zarr's in-flight I/O: an interrupt stops the caller waiting for zarr (e.g. creating an
+    array), not zarr's own event-loop thread, which then wrote zarr.json into a removed folder again."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def others() -> None:
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    sync(others())
 
 
 __all__ = ["check_out", "open_writer", "summary", "chunk_rows", "NpzWriter", "ZarrWriter", "cannot_write",

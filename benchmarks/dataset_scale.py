@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-CODECS = [("lz4", 9, "noshuffle"), ("lz4", 5, "noshuffle"), ("lz4", 5, "shuffle"), ("zstd", 1, "noshuffle"),
+CODECS = [("lz4", 9, "noshuffle"), ("lz4", 6, "noshuffle"), ("lz4", 5, "noshuffle"), ("lz4", 5, "shuffle"), ("zstd", 1, "noshuffle"),
           ("zstd", 1, "shuffle"), ("zstd", 1, "bitshuffle"), ("zstd", 3, "noshuffle")]
 
 
@@ -31,10 +31,7 @@ def job(kind: str, artifacts: str, images: str, out: str, n: int) -> dict:
     import runtime
     from runtime.cli import main
 
-    def cpu() -> float:  # every thread of this process: robust to other work on the machine, unlike wall time
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
+    cpu = cpu_seconds
     started, cpu_started = time.perf_counter(), cpu()
     if kind == "stream":
         with runtime.load(artifacts) as model:
@@ -70,40 +67,65 @@ def measure(kind: str, artifacts: Path, images: Path, out: Path, n: int) -> dict
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def read_one_image_ms(store: Path, n: int, tries: int = 20) -> float:
+    """Median milliseconds to read every output of one random image from the store (page cache warm)."""
+    import zarr
+
+    arrays = [a for _, a in zarr.open_group(str(store), mode="r").arrays()]
+    times = []
+    for i in np.random.default_rng(0).integers(0, n, tries):
+        t = time.perf_counter()
+        for a in arrays:
+            a[int(i)]
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(times))
+
+
 def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def cpu_seconds() -> float:
+    """CPU time of every thread of this process: robust to other work on the machine, unlike wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def breakdown(artifacts: Path, x: np.ndarray) -> dict:
-    """Seconds per image of compute, Blosc compression (the chosen codec) and writing, on a sample, serially."""
+    """CPU us per image of each stage of `run` to Zarr, serially on a sample: compute (the model as `run`
+    loads it, and restricted to one onnxruntime thread), Blosc compression (ZARR_CODEC, one thread, as
+    the writer's pool calls it) and writing the compressed bytes (page cache)."""
     import numcodecs
 
-    import runtime
+    from runtime.run_cli import load_model
+    from runtime.shards import SHUFFLES
     from runtime.store import ZARR_CODEC, chunk_rows
 
-    shuffle = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
-               "bitshuffle": numcodecs.Blosc.BITSHUFFLE}[ZARR_CODEC["shuffle"]]
-    codec = numcodecs.Blosc(cname=ZARR_CODEC["cname"], clevel=ZARR_CODEC["clevel"], shuffle=shuffle)
-    with runtime.load(artifacts) as model:
-        t = time.perf_counter()
-        outs = list(model.stream(x, batch_size=256))
-        compute = time.perf_counter() - t
+    numcodecs.blosc.use_threads = False  # as under zarr: one Blosc thread per call
+    codec = numcodecs.Blosc(cname=ZARR_CODEC["cname"], clevel=ZARR_CODEC["clevel"],
+                            shuffle=SHUFFLES[ZARR_CODEC["shuffle"]])
+    result = {}
+    for key, threads in (("compute_us", None), ("compute_1_thread_us", 1)):
+        with load_model(artifacts, threads=threads) as model:
+            next(model.stream(x[:256], batch_size=256))  # warm-up
+            t = cpu_seconds()
+            outs = list(model.stream(x, batch_size=256))
+            result[key] = 1e6 * (cpu_seconds() - t) / len(x)
     rows = chunk_rows(256)
     chunks = [np.ascontiguousarray(o[n][i:i + rows]) for o in outs for n in o for i in range(0, len(o[n]), rows)]
-    t = time.perf_counter()
+    t = cpu_seconds()
     encoded = [codec.encode(c) for c in chunks]
-    compress = time.perf_counter() - t
+    result["compress_us"] = 1e6 * (cpu_seconds() - t) / len(x)
     folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"fm_write_{os.getpid()}"
     folder.mkdir()
     try:
-        t = time.perf_counter()
+        t = cpu_seconds()
         for i, data in enumerate(encoded):
             (folder / str(i)).write_bytes(data)
-        write = time.perf_counter() - t
+        result["write_us"] = 1e6 * (cpu_seconds() - t) / len(x)
     finally:
         shutil.rmtree(folder)
-    return {"compute_us": 1e6 * compute / len(x), "compress_us": 1e6 * compress / len(x),
-            "write_us": 1e6 * write / len(x)}
+    return result
 
 
 def codec_table(artifacts: Path, x: np.ndarray) -> list[dict]:
@@ -146,8 +168,8 @@ def main(argv=None) -> int:
                platform.processor())
     lines = [f"# Dataset scale ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu}, "
              f"{len(os.sched_getaffinity(0))} CPUs usable, load average {os.getloadavg()[0]:.1f})", ""]
-    lines += ["| images | stream img/s | run->zarr img/s | ratio | size / raw float32 | stats img/s | ratio | "
-              "stats peak RSS | CPU us/img: stream, run, stats |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| images | stream img/s | run->zarr img/s | ratio | size / raw float32 | read one image | stats img/s | "
+              "ratio | stats peak RSS | CPU us/img: stream, run, stats |", "|---|---|---|---|---|---|---|---|---|---|"]
     report = {"cpu": cpu, "rows": []}
     for n in counts:
         store, stats_dir = args.work / "acts.zarr", args.work / "stats"
@@ -155,24 +177,26 @@ def main(argv=None) -> int:
         stream = measure("stream", args.artifacts, images, store, n)
         run = measure("run", args.artifacts, args.work / "input.npy", store, n)
         size = folder_bytes(store)
+        read_ms = read_one_image_ms(store, n)
         shutil.rmtree(store)
         stats = measure("stats", args.artifacts, args.work / "input.npy", stats_dir, n)
         shutil.rmtree(stats_dir)
         raw = n * (26 * 26 * 32 + 11 * 11 * 64 + 10) * 4
         row = {"images": n, "stream_ips": n / stream["seconds"], "run_ips": n / run["seconds"],
                "size_ratio": size / raw, "stats_ips": n / stats["seconds"], "stats_rss_mb": stats["peak_rss_mb"],
-               "run_rss_mb": run["peak_rss_mb"],
+               "run_rss_mb": run["peak_rss_mb"], "read_one_image_ms": read_ms,
                "cpu_us": {k: 1e6 * j["cpu_seconds"] / n for k, j in (("stream", stream), ("run", run), ("stats", stats))}}
         report["rows"].append(row)
         lines.append(f"| {n:,} | {row['stream_ips']:,.0f} | {row['run_ips']:,.0f} | "
-                     f"{row['run_ips'] / row['stream_ips']:.2f}x | {row['size_ratio']:.3f} ({size / 1e9:.2f} GB) | "
+                     f"{row['run_ips'] / row['stream_ips']:.2f}x | {row['size_ratio']:.3f} ({size / 1e9:.2f} GB) | {read_ms:.1f} ms | "
                      f"{row['stats_ips']:,.0f} | {row['stats_ips'] / row['stream_ips']:.2f}x | "
                      f"{row['stats_rss_mb']:,.0f} MB | " + ", ".join(f"{v:,.0f}" for v in row["cpu_us"].values()) + " |")
         print(lines[-1], flush=True)
     parts = breakdown(args.artifacts, x[:2048])
     report["breakdown"] = parts
-    lines += ["", "Per image, serially on 2,048 images: compute {compute_us:.0f} us, Blosc compression "
-                  "{compress_us:.0f} us, write {write_us:.0f} us (page cache).".format(**parts), "",
+    lines += ["", "CPU per image, serially on 2,048 images: compute {compute_us:.0f} us ({compute_1_thread_us:.0f} us "
+                  "on one onnxruntime thread), Blosc compression {compress_us:.0f} us, write {write_us:.0f} us "
+                  "(page cache).".format(**parts), "",
               "| codec (1,024 images, 32-image chunks) | size / raw | MB/s |", "|---|---|---|"]
     report["codecs"] = codec_table(args.artifacts, x[:1024])
     lines += [f"| {c['codec']} | {c['ratio']:.3f} | {c['mb_per_s']:,.0f} |" for c in report["codecs"]]

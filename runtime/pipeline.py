@@ -1,4 +1,4 @@
-"""Overlap compute with output: the main thread computes batch i+1 while a worker thread consumes batch i.
+"""Overlap compute with output: the main thread computes batch i+1 while a worker threads consume batch i.
 
 numpy reductions, Blosc and file writes release the GIL, so on two cores the two really overlap.
 """
@@ -13,20 +13,24 @@ _DONE = object()
 
 
 class Pipelined(Generic[T]):
-    """Calls consume(item) for each put() item, in order, in one worker thread; at most `depth` items wait.
+    """Calls consume(item) for each put() item in `workers` threads; at most `depth` items wait.
 
-    An error in the worker is raised again in the caller's thread by the next put() or by close().
-    On leaving the block with an exception (e.g. KeyboardInterrupt), queued items are dropped and
-    the worker is joined after the item it is consuming, so the caller may clean up safely.
+    With one worker, items are consumed in order; with more, concurrently and in any order (consume
+    must then be thread-safe). An error in a worker is raised again in the caller's thread by the
+    next put() or by close(). On leaving the block with an exception (e.g. KeyboardInterrupt), queued
+    items are dropped and the workers are joined after the items they are consuming, so the caller
+    may clean up safely.
     """
 
-    def __init__(self, consume: Callable[[T], None], depth: int = 2):
+    def __init__(self, consume: Callable[[T], None], depth: int = 2, workers: int = 1):
         self._consume = consume
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._error: BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="featuremaps-writer", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._work, name=f"featuremaps-writer-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+        for thread in self._threads:
+            thread.start()
 
     def _work(self) -> None:
         while True:
@@ -36,7 +40,8 @@ class Pipelined(Generic[T]):
             try:
                 self._consume(item)
             except BaseException as exc:  # handed to the caller's thread
-                self._error = exc
+                if self._error is None:
+                    self._error = exc
                 self._stop.set()
                 return
 
@@ -51,8 +56,7 @@ class Pipelined(Generic[T]):
 
     def close(self) -> None:
         """Wait until every item is consumed; raise the worker's error if any."""
-        self._put_done()
-        self._thread.join()
+        self._finish()
         self._raise_error()
 
     def _raise_error(self) -> None:
@@ -60,13 +64,17 @@ class Pipelined(Generic[T]):
             error, self._error = self._error, None
             raise error
 
-    def _put_done(self) -> None:
-        while self._thread.is_alive():
-            try:
-                self._queue.put(_DONE, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+    def _finish(self) -> None:
+        """One _DONE per live worker (a worker that stopped on an error takes none), then join them all."""
+        for thread in self._threads:
+            while thread.is_alive():
+                try:
+                    self._queue.put(_DONE, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+        for thread in self._threads:
+            thread.join()
 
     def __enter__(self) -> "Pipelined[T]":
         return self
@@ -81,5 +89,4 @@ class Pipelined(Generic[T]):
                 self._queue.get_nowait()
             except queue.Empty:
                 break
-        self._put_done()
-        self._thread.join()
+        self._finish()

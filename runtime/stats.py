@@ -38,6 +38,8 @@ from .preprocess import as_nhwc, to_batch
 
 SCHEMA = "featuremaps.stats/1"
 NEARLY_DEAD = 0.01  # active on fewer than 1% of images
+WIDE = 1024  # values per row of OutputStats' wide view (see _add_block)
+BLOCK = 1 << 18  # values per block of OutputStats.update: 1 MB of float32, about the L2 cache of one core
 MIN_EXP = -16  # the histogram's range is at least [0, 2**-16): the same range whatever the order of the data
 
 
@@ -64,16 +66,18 @@ class Histogram:
         hi = 2.0 ** self.exp
         return np.linspace(-hi if self.signed else 0.0, hi, self.bins + 1)
 
-    def add(self, flat: np.ndarray, lo: float, hi: float) -> None:
-        """Count the values of a [rows, channels] array whose smallest and largest values are lo and hi."""
-        if not flat.size:
+    def add(self, rows: np.ndarray, lo: float, hi: float) -> None:
+        """Count the values of a [rows, m x channels] array (column j: channel j % channels, as in
+        OutputStats' wide view) whose smallest and largest values are lo and hi."""
+        if not rows.size:
             return
         self._grow(max(hi, -lo), lo < 0)
         width_inv = np.float32(self.bins / (2.0 ** self.exp * (2 if self.signed else 1)))  # a power of two
-        scaled = flat * width_inv  # exact: scaling by a power of two
+        scaled = rows * width_inv  # exact: scaling by a power of two
         # Truncation is floor for values >= 0 and saves a pass on (typical) ReLU maps.
         idx = (np.floor(scaled, out=scaled) if lo < 0 else scaled).astype(np.intp)
-        idx += np.arange(flat.shape[1], dtype=np.intp) * self.bins + (self.bins // 2 if self.signed else 0)
+        channel = np.arange(rows.shape[1]) % len(self.counts)
+        idx += channel * self.bins + (self.bins // 2 if self.signed else 0)
         self.counts += np.bincount(idx.ravel(), minlength=self.counts.size).reshape(self.counts.shape)
 
     def merge(self, other: "Histogram") -> None:
@@ -118,23 +122,18 @@ class OutputStats:
         self.top_index = np.full((c, k), -1, np.int64)
         self.top_maps = np.zeros((c, k, *self.shape[:2]), np.float32)
         self.top_images: np.ndarray | None = None  # [C, k, Hin, Win, Cin], dtype of the first images seen
+        positions = self.shape[0] * self.shape[1]  # positions per row of the wide view: a divisor of H x W
+        self.width = max(d for d in range(1, positions + 1) if positions % d == 0 and (d == 1 or d * c <= WIDE))
 
     def update(self, start: int, maps: np.ndarray, images: np.ndarray) -> None:
         n, c = len(maps), self.shape[2]
         if not n:
             return
-        flat = maps.reshape(-1, c)
-        self.values += len(flat)
-        self.sum += np.add.reduce(flat, axis=0, dtype=np.float64)
-        self.sumsq += np.einsum("ij,ij->j", flat, flat, dtype=np.float64)
-        channel_min = flat.min(axis=0)
-        np.minimum(self.min, channel_min, out=self.min)
-        spatial_max = maps.reshape(n, -1, c).max(axis=1)  # [n, C]
-        channel_max = spatial_max.max(axis=0)
-        np.maximum(self.max, channel_max, out=self.max)
-        self.zeros += len(flat) - np.count_nonzero(flat, axis=0)
+        # A few images at a time: the seven passes over a block then hit the CPU caches (the
+        # histogram alone measured 50 instead of 90-120 us per image on a 256-image batch).
+        per_block = max(1, BLOCK // (self.shape[0] * self.shape[1] * c))
+        spatial_max = np.concatenate([self._add_block(maps[i:i + per_block]) for i in range(0, n, per_block)])
         self.active += np.count_nonzero(spatial_max > self.threshold, axis=0)
-        self.histogram.add(flat, float(channel_min.min()), float(channel_max.max()))
         # Top-k of this batch first (cheap, [C, n]), then only those k maps are gathered.
         value, index = spatial_max.T, np.broadcast_to(np.arange(start, start + n), (c, n))
         order = np.lexsort((index, -value), axis=-1)[:, :self.k]
@@ -142,6 +141,26 @@ class OutputStats:
         channel = np.arange(c)[:, None]
         self._keep(np.take_along_axis(value, order, -1), np.take_along_axis(index, order, -1),
                    maps[rows, :, :, channel], images[rows])
+
+    def _add_block(self, maps: np.ndarray) -> np.ndarray:
+        """Add the sums, extremes, zero counts and histogram of [n, H, W, C] maps; returns their [n, C] spatial max."""
+        n, c = len(maps), self.shape[2]
+        # Every reduction over positions runs on the wide view: numpy reduces along axis 0 with an
+        # inner loop over the last one, and C floats per inner loop (32 on the reference model)
+        # measured 2-5x slower than the ~800 here. Partials are then folded per channel.
+        rows = maps.reshape(-1, self.width * c)
+        self.values += n * self.shape[0] * self.shape[1]
+        self.sum += _fold(np.add.reduce(rows, axis=0, dtype=np.float64), c, np.add)
+        self.sumsq += _fold(np.einsum("ij,ij->j", rows, rows, dtype=np.float64), c, np.add)
+        self.zeros += n * self.shape[0] * self.shape[1] - _fold(np.add.reduce(rows != 0, axis=0, dtype=np.intp), c,
+                                                                np.add)
+        channel_min = _fold(rows.min(axis=0), c, np.minimum)
+        np.minimum(self.min, channel_min, out=self.min)
+        spatial_max = maps.reshape(n, -1, self.width * c).max(axis=1).reshape(n, self.width, c).max(axis=1)
+        channel_max = spatial_max.max(axis=0)
+        np.maximum(self.max, channel_max, out=self.max)
+        self.histogram.add(rows, float(channel_min.min()), float(channel_max.max()))
+        return spatial_max
 
     def merge(self, other: "OutputStats") -> None:
         self.values += other.values
@@ -319,6 +338,11 @@ def check_out(folder: str | os.PathLike) -> Path:
     if not folder.parent.is_dir():
         raise DataError(f"--out {str(folder)!r}: folder {str(folder.parent)!r} does not exist")
     return folder
+
+
+def _fold(partial: np.ndarray, channels: int, ufunc) -> np.ndarray:
+    """Per-channel totals of a wide row's partials (column j: channel j % channels)."""
+    return ufunc.reduce(partial.reshape(-1, channels), axis=0)
 
 
 def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -32,8 +34,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     out = check_out(args.out)  # before loading the model: cheap mistakes first
     args.paths = expand_inputs(args.input)
     with load_model(args.artifacts, args.backend, args.device) as model:
-        result = Stats(model.manifest, args.outputs, args.k, args.bins, args.threshold,
-                       sha256_file(Path(args.artifacts) / MANIFEST))
+        sha256 = sha256_file(Path(args.artifacts) / MANIFEST)
+
+        def empty() -> Stats:
+            return Stats(model.manifest, args.outputs, args.k, args.bins, args.threshold, sha256)
+
+        result = empty()
         sources = open_inputs(args, model)
         total = sum(s.count for s in sources)
         items = batches(sources, model.input_spec, args.batch_size)
@@ -46,14 +52,26 @@ def cmd_stats(args: argparse.Namespace) -> int:
                     result.merge(partial)
                     bar.update(partial.images)
             else:
+                partials: dict[int, Stats] = {}  # one per worker thread, merged at the end (map/reduce)
+                lock = threading.Lock()
+
                 def consume(item) -> None:
                     batch, maps = item
-                    result.update(batch.start, batch.images, maps, batch.names)
-                    bar.update(len(batch.images))
+                    me = threading.get_ident()
+                    with lock:
+                        if me not in partials:
+                            partials[me] = empty()
+                    partials[me].update(batch.start, batch.images, maps, batch.names)
+                    with lock:
+                        bar.update(len(batch.images))
 
-                with Pipelined(consume) as pipe:  # statistics of batch i while batch i+1 is computed
+                # The statistics cost more CPU per image than the model: one thread for them kept a core idle.
+                workers = len(os.sched_getaffinity(0))
+                with Pipelined(consume, depth=workers, workers=workers) as pipe:  # while batch i+1 is computed
                     for batch in items:
                         pipe.put((batch, model.run(batch.images, names)))
+                for partial in partials.values():
+                    result.merge(partial)
         result.write(out)
     lines = [f"wrote {out}: {result.images} images ({time.perf_counter() - started:.2f} s)"]
     for name, channels in ((n, o["channels"]) for n, o in result.to_json()["outputs"].items()):

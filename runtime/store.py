@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,10 +23,10 @@ from .manifest import Manifest
 from .paths import confine, safe_name
 
 SUFFIXES = (".npz", ".zarr")
-# Blosc with LZ4 at level 9 (large blocks), no shuffle: on ReLU maps (70-80% exact zeros) it measured 0.27x
-# the raw float32 size at about twice the speed of Zstd level 1 (0.23x); shuffling only made both larger.
-# benchmarks/dataset_scale.py measures the alternatives.
-ZARR_CODEC = {"cname": "lz4", "clevel": 9, "shuffle": "noshuffle"}
+# Blosc with LZ4 at level 6, no shuffle: on ReLU maps (70-80% exact zeros) it measured 0.295x the raw
+# float32 size over the 60,000 MNIST digits (level 9: 0.285x, at about 20% more CPU; Zstd level 1: 0.23x
+# at about twice the CPU); shuffling only made both larger. benchmarks/dataset_scale.py measures the alternatives.
+ZARR_CODEC = {"cname": "lz4", "clevel": 6, "shuffle": "noshuffle"}
 SOURCES = "sources"  # .npz member / Zarr attribute naming the source file of each row (image inputs)
 MAX_CHUNK_ROWS = 32  # one image's maps read by decompressing at most 32 images' worth
 
@@ -222,6 +223,9 @@ class ZarrWriter(_Writer):
         self.chunk_rows = max(1, int(chunk_rows))
         self.shard_rows = shard_rows if shard_rows and shard_rows % self.chunk_rows == 0 else None
         self.arrays: dict[str, object] = {}
+        self.shards: dict[str, object] = {}  # name -> ShardFiles: whole shards bypass zarr's write path
+        self.pool = None  # compresses the chunks of a shard on every core (see _open)
+        self.pending: deque = deque()  # functions that finish writing a shard (see _write)
         try:
             self.group = zarr.open_group(store=str(self.tmp), mode="w", zarr_format=3)
             self.group.attrs.update({**attrs, "images": rows, "complete": False})
@@ -238,10 +242,29 @@ class ZarrWriter(_Writer):
             shards=(self.shard_rows, *first.shape[1:]) if self.shard_rows else None,
             dtype=first.dtype, compressors=BloscCodec(**ZARR_CODEC), fill_value=0,
             config={"write_empty_chunks": True})  # zarr's all-zero check per chunk cost more than compressing
+        if self.shard_rows:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from .shards import ShardFiles
+
+            # One writer thread compressing while the model computes on the other core(s) left a core
+            # idle half the time: compression costs more CPU per image than the model's compute.
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="featuremaps-blosc")
+            self.shards[name] = ShardFiles(self.tmp / name, self.arrays[name].metadata, self.expected,
+                                           self.shard_rows, self.chunk_rows, ZARR_CODEC, self.pool)
 
     def _write(self, name: str, array: np.ndarray) -> None:
         start = self.counts[name]
-        self.arrays[name][start:start + len(array)] = array
+        shards = self.shards.get(name)
+        if shards is not None and shards.fits(start, len(array)):  # always, for batches of shard_rows
+            self.pending.append(shards.write(start, array))
+            # One batch of shards in flight: its chunks compress on the pool while the previous batch's
+            # files are written here.
+            while len(self.pending) > len(self.shards):
+                self.pending.popleft()()
+        else:
+            self.arrays[name][start:start + len(array)] = array
 
     def commit(self, sources: list[str] | None = None) -> dict[str, tuple]:
         """Mark the store complete (attrs "sources": one name per row, if given) and move it into place.
@@ -251,6 +274,8 @@ class ZarrWriter(_Writer):
         """
         self._check_complete()
         try:
+            while self.pending:
+                self.pending.popleft()()
             self.group.attrs.update({**({SOURCES: list(sources)} if sources is not None else {}), "complete": True})
             old = None
             if _is_zarr_store(self.path):  # checked by check_out: only a Zarr store is ever replaced
@@ -262,6 +287,26 @@ class ZarrWriter(_Writer):
         except OSError as exc:
             raise cannot_write(self.path, exc) from None
         return self.shapes()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)  # before the temporary folder goes
+        _settle_zarr()
+        super().close()
+
+
+def _settle_zarr() -> None:
+    """Wait for zarr's in-flight I/O: an interrupt stops the caller waiting for zarr (e.g. creating an
+    array), not zarr's own event-loop thread, which then wrote zarr.json into a removed folder again."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def others() -> None:
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    sync(others())
 
 
 __all__ = ["check_out", "open_writer", "summary", "chunk_rows", "NpzWriter", "ZarrWriter", "cannot_write",

@@ -70,6 +70,28 @@ def test_one_pass_equals_brute_force_numpy(subset, maps, loaded, reference_artif
     assert doc["outputs"]["conv2d"]["histogram"]["edges"][0] == 0.0  # ReLU maps: an unsigned range
 
 
+def test_stats_cli_equals_brute_force_numpy(capsys, tmp_path, subset, maps, reference_artifacts):
+    """The CLI updates one partial per worker thread, in any order, and merges them: still one pass's numbers."""
+    np.save(tmp_path / "x.npy", subset)
+    code = run_cli(main, ["stats", str(reference_artifacts), "--input", str(tmp_path / "x.npy"), "--out",
+                          str(tmp_path / "stats"), "--k", str(K), "--threshold", str(THRESHOLD), "--batch-size", "16"])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((tmp_path / "stats" / "stats.json").read_text())
+    assert doc["images"] == len(subset)
+    for name, a in maps.items():
+        out = doc["outputs"][name]
+        expected = brute_force(a, subset, np.asarray(out["histogram"]["edges"]))
+        channels = {key: np.array([ch[key] for ch in out["channels"]]) for key in out["channels"][0]}
+        np.testing.assert_allclose(channels["mean"], expected["mean"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(channels["std"], expected["std"], rtol=1e-6, atol=1e-9)
+        for key in ("max", "min", "zero_fraction", "dead", "nearly_dead"):
+            np.testing.assert_array_equal(channels[key], expected[key], err_msg=f"{name} {key}")
+        np.testing.assert_array_equal(out["histogram"]["counts"], expected["counts"])
+        with np.load(tmp_path / "stats" / "topk" / f"{name}.npz") as top:
+            for key in ("index", "value", "maps", "images"):
+                np.testing.assert_array_equal(top[key], expected[key], err_msg=f"{name} top {key}")
+
+
 def test_merged_partials_equal_one_pass(subset, maps, loaded, reference_artifacts):
     model = loaded(reference_artifacts, "onnx")
     parts = []

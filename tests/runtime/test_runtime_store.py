@@ -125,6 +125,33 @@ def test_out_that_is_not_a_store_is_never_replaced(capsys, tmp_path, digits_npy,
     assert code == 2 and "--compress applies to .npz output" in err
 
 
+@pytest.mark.parametrize("rows, batch", [(100, 32), (64, 24), (5, 256), (300, 100)])
+def test_whole_shards_are_written_byte_for_byte_as_zarr_writes_them(tmp_path, rows, batch):
+    """runtime/shards.py bypasses zarr's write path: the files must be the ones zarr would write."""
+    rng = np.random.default_rng(rows)
+    arrays = {"maps": np.maximum(rng.standard_normal((rows, 7, 5, 3)), 0).astype(np.float32),
+              "probs": rng.standard_normal((rows, 10)).astype(np.float32)}
+    stores = {}
+    for how in ("direct", "zarr"):
+        stores[how] = out = tmp_path / f"{how}.zarr"
+        with ZarrWriter(out, rows, chunk_rows(batch), {}, shard_rows=batch) as w:
+            w.append({n: a[:0] for n, a in arrays.items()})
+            if how == "zarr":
+                w.shards.clear()  # every write through zarr's own array[a:b] = x
+            else:
+                assert w.shards
+            for i in range(0, rows, batch):
+                w.append({n: a[i:i + batch] for n, a in arrays.items()})
+            w.commit()
+    files = {how: {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+             for how, out in stores.items()}
+    assert files["direct"].keys() == files["zarr"].keys()
+    assert [f for f in files["direct"] if files["direct"][f] != files["zarr"][f]] == []
+    store = zarr.open_group(str(stores["direct"]), mode="r")
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(store[name][:], array)
+
+
 @pytest.mark.parametrize("writer", ["npz", "zarr"])
 def test_writers_confine_output_names(tmp_path, writer):
     target = tmp_path / "out" / f"a.{writer}"

@@ -58,3 +58,29 @@ def test_tf_threads_too_late_is_a_warning_naming_the_current_setting(reference_a
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # asking for what is already set is not worth a warning
         runtime.load(reference_artifacts, backend="tf", threads=current or None).close()  # 0: TF's default
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_pipelined_consumes_everything_and_hands_back_a_workers_error(workers):
+    from runtime.pipeline import Pipelined
+
+    seen, lock = [], threading.Lock()
+
+    def consume(item: int) -> None:
+        with lock:
+            seen.append(item)
+
+    with Pipelined(consume, workers=workers) as pipe:
+        for i in range(50):
+            pipe.put(i)
+    assert sorted(seen) == list(range(50)) and (workers > 1 or seen == list(range(50)))
+
+    def fail_on_7(item: int) -> None:
+        if item == 7:
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        with Pipelined(fail_on_7, workers=workers) as pipe:
+            for i in range(50):
+                pipe.put(i)
+    assert not any(t.name.startswith("featuremaps-writer") for t in threading.enumerate())  # all joined

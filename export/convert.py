@@ -15,6 +15,7 @@ here grappler runs before the weights become constants, and tf2onnx reads them f
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import re
 
@@ -59,6 +60,8 @@ def to_onnx(serve, opset: int, layer_names: list[str] = ()):
             # catch_errors=False: no deep copy of the graph, weights included, before each optimizer of each
             # pass (so that a failing one could be skipped): 40% of the time on MobileNet, and memory.
             proto = optimizer.optimize_graph(graph, catch_errors=False).make_model(f"converted from {concrete.name}")
+            del graph
+    gc.collect()  # tf2onnx's graph is cyclic: its copy of the weights would outlive the proto's serialisation
     _check_supported(proto, layer_names)
     return proto
 

@@ -1,9 +1,11 @@
 """The serving section of the benchmark report: results of benchmarks/bench_serve.py, against their targets.
 
-    python -m benchmarks.serve_report [JSON] [--out benchmarks/results/serve.md]
+    python -m benchmarks.serve_report [JSON] [--write | --out FILE]
 
 `python -m benchmarks.report` includes this section whenever its JSON holds serving results; this
-command writes it alone (newest JSON under .benchmarks/ by default), with the machine it ran on.
+command prints it alone (newest JSON under .benchmarks/ by default), with the machine it ran on.
+It writes a file only when asked: --write replaces the tracked benchmarks/results/serve.md, --out
+writes FILE; a trial run never touches the tracked results.
 """
 from __future__ import annotations
 
@@ -73,8 +75,11 @@ def serve_section(data: dict) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serve_report", description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="?", type=Path, help="pytest-benchmark JSON (default: newest under .benchmarks/)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to write")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--write", action="store_true", help=f"write the tracked {DEFAULT_OUT.relative_to(report.RESULTS.parents[1])}")
+    where.add_argument("--out", type=Path, help="markdown file to write (default: print only)")
     args = parser.parse_args(argv)
+    out = DEFAULT_OUT if args.write else args.out
     source = args.json or report.find_latest()
     data = report.load(source)
     lines = serve_section(data)
@@ -84,11 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = "\n".join(["# Serving benchmarks", "",
                       f"Measured {data.get('datetime', '?')[:19].replace('T', ' ')} UTC on {report.machine_line(data)}; "
                       f"source `{source.name}`.", "", *lines[2:]])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(args.out)
-    print(text + f"\nwrote {args.out}")
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(out)
+        print(f"wrote {out}")
     return 0
 
 

@@ -127,13 +127,14 @@ def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float
     async def explorer_samples(request: Request) -> Response:
         return JSONResponse(samples)
 
-    model_routes = []
-    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        model_routes += [Route(prefix, model_meta), Route(prefix + "/ready", model_ready),
-                         Route(prefix + "/stats", stats), Route(prefix + "/infer", infer, methods=["POST"])]
-    routes = [
+    prefixes = ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")
+    # Starlette tries routes in order: the infer routes come first, as nearly every request is one.
+    routes = [Route(prefix + "/infer", infer, methods=["POST"]) for prefix in prefixes]
+    for prefix in prefixes:
+        routes += [Route(prefix, model_meta), Route(prefix + "/ready", model_ready), Route(prefix + "/stats", stats)]
+    routes += [
         Route("/v2/health/live", live), Route("/v2/health/ready", health_ready), Route("/v2", server_metadata),
-        *model_routes, Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route("/explorer/samples", explorer_samples),
         Mount("/", StaticFiles(directory=STATIC, html=True)),
     ]

@@ -4,6 +4,9 @@ The worker takes every request already queued (up to max_batch images), waits at
 max_delay for more while the batch is not full, runs the model once, and hands each request
 its own rows. With max_delay 0 (Triton's default too), batches still form under load: requests
 queue up while the previous batch runs.
+
+The handoff is what one-image requests pay per image, so it is kept to C-level calls: a
+SimpleQueue in, and one call_soon_threadsafe per batch (one wake-up of the event loop) out.
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ class Batcher:
             raise InputError(f"max_batch must be >= 1 and max_delay_ms >= 0; got {max_batch}, {max_delay_ms}")
         self.model, self.max_batch, self.max_delay = model, max_batch, max_delay_ms / 1000.0
         self.stats = BatchStats()
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="featuremaps-batcher", daemon=True)
         self._thread.start()
@@ -108,22 +111,31 @@ class Batcher:
             batch = jobs[0].batch if len(jobs) == 1 else np.concatenate([job.batch for job in jobs])
             results = self.model.run(batch, names)  # re-checks the merged batch: microseconds
         except Exception as exc:  # delivered to every waiting request, never kills the worker
-            for job in jobs:
-                job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
+            _deliver([(job, None, exc) for job in jobs])
             return
         self.stats.add(count, len(jobs))
-        start = 0
+        settled, start = [], 0
         for job in jobs:
             stop = start + len(job.batch)
-            part = {n: results[n][start:stop] for n in job.names}
-            job.loop.call_soon_threadsafe(_settle, job.future, part, None)
+            settled.append((job, {n: results[n][start:stop] for n in job.names}, None))
             start = stop
+        _deliver(settled)
 
 
-def _settle(future: asyncio.Future, result, exc) -> None:
-    if future.done():  # the request was cancelled (client gone)
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
+def _deliver(settled: list[tuple[_Job, dict | None, Exception | None]]) -> None:
+    """Hand results to their event loops: one thread-safe wake-up per loop, not one per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for job, result, exc in settled:
+        by_loop.setdefault(job.loop, []).append((job.future, result, exc))
+    for loop, items in by_loop.items():
+        loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(items: list[tuple[asyncio.Future, dict | None, Exception | None]]) -> None:
+    for future, result, exc in items:
+        if future.done():  # the request was cancelled (client gone)
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)

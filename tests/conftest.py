@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# A test run started in the background (`nohup ... &`, some CI runners) ignores SIGINT, and the
+# processes the tests start inherit that: the Ctrl-C tests need it delivered, as from a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The environment (MNIST_NPZ, log levels, Agg) is set in the top-level conftest.py.
 

@@ -44,18 +44,24 @@ def brute_force(a: np.ndarray, images: np.ndarray, edges: np.ndarray) -> dict:
     }
 
 
+def assert_channels_equal(name: str, out: dict, a: np.ndarray, images: np.ndarray) -> dict:
+    """One output's per-channel statistics in stats.json equal brute force; returns brute force's numbers."""
+    expected = brute_force(a, images, np.asarray(out["histogram"]["edges"]))
+    channels = {key: np.array([ch[key] for ch in out["channels"]]) for key in out["channels"][0]}
+    np.testing.assert_allclose(channels["mean"], expected["mean"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(channels["std"], expected["std"], rtol=1e-6, atol=1e-9)
+    for key in ("max", "min", "zero_fraction", "dead", "nearly_dead"):
+        np.testing.assert_array_equal(channels[key], expected[key], err_msg=f"{name} {key}")
+    np.testing.assert_array_equal(out["histogram"]["counts"], expected["counts"])
+    return expected
+
+
 def assert_equal_to_brute_force(result: Stats, maps: dict, images: np.ndarray) -> None:
     doc = result.to_json()
     assert doc["images"] == len(images)
     for name, a in maps.items():
         out, s = doc["outputs"][name], result.outputs[name]
-        expected = brute_force(a, images, np.asarray(out["histogram"]["edges"]))
-        channels = {key: np.array([ch[key] for ch in out["channels"]]) for key in out["channels"][0]}
-        np.testing.assert_allclose(channels["mean"], expected["mean"], rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(channels["std"], expected["std"], rtol=1e-6, atol=1e-9)
-        for key in ("max", "min", "zero_fraction", "dead", "nearly_dead"):
-            np.testing.assert_array_equal(channels[key], expected[key], err_msg=f"{name} {key}")
-        np.testing.assert_array_equal(out["histogram"]["counts"], expected["counts"])
+        expected = assert_channels_equal(name, out, a, images)
         assert np.sum(out["histogram"]["counts"], axis=1).tolist() == [a[..., 0].size] * a.shape[-1]
         for key in ("index", "value", "maps", "images"):
             np.testing.assert_array_equal(getattr(s, f"top_{key}"), expected[key], err_msg=f"{name} top {key}")
@@ -80,13 +86,7 @@ def test_stats_cli_equals_brute_force_numpy(capsys, tmp_path, subset, maps, refe
     assert doc["images"] == len(subset)
     for name, a in maps.items():
         out = doc["outputs"][name]
-        expected = brute_force(a, subset, np.asarray(out["histogram"]["edges"]))
-        channels = {key: np.array([ch[key] for ch in out["channels"]]) for key in out["channels"][0]}
-        np.testing.assert_allclose(channels["mean"], expected["mean"], rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(channels["std"], expected["std"], rtol=1e-6, atol=1e-9)
-        for key in ("max", "min", "zero_fraction", "dead", "nearly_dead"):
-            np.testing.assert_array_equal(channels[key], expected[key], err_msg=f"{name} {key}")
-        np.testing.assert_array_equal(out["histogram"]["counts"], expected["counts"])
+        expected = assert_channels_equal(name, out, a, subset)
         with np.load(tmp_path / "stats" / "topk" / f"{name}.npz") as top:
             for key in ("index", "value", "maps", "images"):
                 np.testing.assert_array_equal(top[key], expected[key], err_msg=f"{name} top {key}")

@@ -8,7 +8,7 @@ import numpy as np
 
 import runtime
 from runtime.compare import Diff, Tolerance, compare_outputs, failures, tolerance_dict
-from runtime.manifest import ONNX_FILE, InputSpec, Manifest
+from runtime.manifest import ONNX_FILE, InputSpec, Manifest, belongs_to
 from runtime.mnist import mnist_test_set, shipped_digits
 from runtime.preprocess import to_batch
 
@@ -69,7 +69,7 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
     probs = _probability_output(manifest, labels)
     correct = {name: 0 for name in ("keras", *BACKENDS)}
     step = batch_size(manifest)
-    graph_bytes = sum(f["bytes"] for rel, f in manifest.files.items() if rel.startswith(ONNX_FILE))
+    graph_bytes = sum(f["bytes"] for rel, f in manifest.files.items() if belongs_to(rel, ONNX_FILE))
     turns = [list(BACKENDS)] if graph_bytes <= ENGINES_TOGETHER_BELOW else [[name] for name in BACKENDS]
     with progress.bar(len(images) * len(turns)) as bar:
         for turn, names in enumerate(turns):

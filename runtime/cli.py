@@ -24,7 +24,7 @@ from . import run_cli, stats_cli
 from .backends import BACKENDS, installed_backends, runner_class
 from .errors import ArgumentParser, ArtifactError
 from .hashing import file_state
-from .manifest import Manifest, read_manifest, verify_files_against
+from .manifest import Manifest, belongs_to, read_manifest, verify_files_against
 from .serve.command import add_serve_parser
 from .triton import add_triton_parser
 
@@ -135,7 +135,7 @@ class _FileGroup:
 
     @property
     def unlisted(self) -> list[str]:
-        return [p for p in self.prefixes if not any(_under(rel, p) for rel in self.files)]
+        return [p for p in self.prefixes if not any(belongs_to(rel, p) for rel in self.files)]
 
     @property
     def intact(self) -> bool:
@@ -155,7 +155,7 @@ class _FileGroup:
         return f"{self.label}: {what} {'matches its' if len(self.files) == 1 else 'match their'} sha256"
 
     def _what(self, prefix: str) -> str:
-        count = sum(_under(rel, prefix) for rel in self.files)
+        count = sum(belongs_to(rel, prefix) for rel in self.files)
         return prefix if count == 1 and prefix in self.files else f"{prefix}/ ({count} files)"
 
 
@@ -183,7 +183,7 @@ def integrity_lines(manifest: Manifest, folder: Path, backend: str | None = None
         if backend and not group.intact:
             verify_files_against(manifest, folder, only=list(prefixes))  # raises load's own message
     owned = [p for g in lines.values() if isinstance(g, _FileGroup) for p in g.prefixes]
-    others = [rel for rel in manifest.files if not any(_under(rel, p) for p in owned)]
+    others = [rel for rel in manifest.files if not any(belongs_to(rel, p) for p in owned)]
     if others and backend:
         why = f" (not loaded by backend {backend!r})" if owned else ""
         lines["other"] = f"other: {len(others)} files not checked{why}"
@@ -200,16 +200,12 @@ def integrity_lines(manifest: Manifest, folder: Path, backend: str | None = None
 
 
 def _file_group(manifest: Manifest, folder: Path, label: str, prefixes: tuple[str, ...]) -> _FileGroup:
-    files = [rel for rel in manifest.files if any(_under(rel, p) for p in prefixes)]
+    files = [rel for rel in manifest.files if any(belongs_to(rel, p) for p in prefixes)]
     missing, wrong = [], []
     for rel in files:  # confined first: nothing outside the folder is stat'ed (read_manifest checked the entries)
         state = file_state(folder, rel, manifest.files[rel])
         (missing if state == "missing" else wrong if state == "wrong" else []).append(rel)
     return _FileGroup(label, prefixes, files, missing, wrong)
-
-
-def _under(rel: str, prefix: str) -> bool:
-    return rel == prefix or rel.startswith(prefix + "/")
 
 
 def backend_lines(only: list[str] | None = None) -> list[str]:

@@ -199,9 +199,9 @@ def listed_files(manifest: Manifest, folder: Path, only: list[str] | None = None
     if not manifest.files:
         raise ArtifactError(f"{folder / MANIFEST} lists no artifact files: cannot check integrity")
     for prefix in only or ():
-        if not any(_under(rel, prefix) for rel in manifest.files):
+        if not any(belongs_to(rel, prefix) for rel in manifest.files):
             raise ArtifactError(f"{folder / MANIFEST} lists no sha256 for {prefix!r}: cannot check integrity")
-    return [rel for rel in manifest.files if only is None or any(_under(rel, p) for p in only)]
+    return [rel for rel in manifest.files if only is None or any(belongs_to(rel, p) for p in only)]
 
 
 def unlisted_files(folder: Path, manifest: Manifest) -> list[str]:
@@ -341,13 +341,13 @@ def _check_depth(d: Any) -> None:
         stack.extend((c, depth + 1) for c in children)
 
 
-def _under(rel: str, prefix: str) -> bool:
+def belongs_to(rel: str, prefix: str) -> bool:
     """rel is prefix, a file in the folder prefix, or the ONNX external data that belongs to prefix."""
     return rel == prefix or rel.startswith(prefix + "/") or (prefix == ONNX_FILE and rel == ONNX_DATA_FILE)
 
 
 __all__ = [
-    "SCHEMA_VERSION", "ONNX_FILE", "ONNX_DATA_FILE", "SAVED_MODEL_DIR", "SIGNATURE", "INPUT_NAME", "LAYOUTS", "MANIFEST",
+    "SCHEMA_VERSION", "belongs_to", "ONNX_FILE", "ONNX_DATA_FILE", "SAVED_MODEL_DIR", "SIGNATURE", "INPUT_NAME", "LAYOUTS", "MANIFEST",
     "Preprocessing", "InputSpec", "OutputSpec", "Manifest", "read_manifest", "verify_files_against", "tree_files",
     "listed_files", "unlisted_files", "validate", "MAX_MANIFEST_BYTES", "MAX_DEPTH",
 ]

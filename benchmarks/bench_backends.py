@@ -47,7 +47,7 @@ def approaches(bench_artifacts, request):
     import onnxruntime as ort
 
     import runtime
-    from runtime.backends.onnx import preload_cuda_libraries, session_options
+    from runtime.backends.onnx import CUDA_DEFAULTS, preload_cuda_libraries, session_options
 
     def keras_models():  # (seed, features); only the Keras approaches need TensorFlow, so asked for then
         return request.getfixturevalue("keras_models")
@@ -61,11 +61,12 @@ def approaches(bench_artifacts, request):
         return model.run
 
     def bare(options, providers):
-        if providers[0] == "CUDAExecutionProvider":
+        if providers[0] != "CPUExecutionProvider":
             preload_cuda_libraries()  # what runtime.load does for device="gpu"
         session = ort.InferenceSession(onnx_path, options, providers=providers)
-        if providers[0] not in session.get_providers()[:1]:
-            pytest.fail(f"onnxruntime took {session.get_providers()}, not {providers[0]}")
+        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        if wanted not in session.get_providers()[:1]:
+            pytest.fail(f"onnxruntime took {session.get_providers()}, not {wanted}")
         return lambda x: session.run(None, {"image": x})
 
     def seed_predict(seed):
@@ -74,7 +75,8 @@ def approaches(bench_artifacts, request):
     def keras_call(features):
         return lambda x: {k: v.numpy() for k, v in features(x, training=False).items()}
 
-    cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    # float32 on the GPU as the runtime runs it (use_tf32=0), so the wrapper overhead compares like with like
+    cuda = [("CUDAExecutionProvider", CUDA_DEFAULTS), "CPUExecutionProvider"]
     factories = {
         "seed_predict": lambda: _keras_on("/CPU:0", seed_predict(keras_models()[0])),
         "keras_call": lambda: _keras_on("/CPU:0", keras_call(keras_models()[1])),

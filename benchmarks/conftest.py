@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +98,20 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
         info["tensorflow"] = tf.__version__
         info["keras"] = keras.__version__
-        info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
-        gpu_names = []
-        for d in tf.config.list_physical_devices("GPU"):
-            gpu_names.append(tf.config.experimental.get_device_details(d).get("device_name", d.name))
-        info["gpu_names"] = gpu_names
     except ImportError:
         pass
+    info["gpu_names"] = _gpu_names()
     machine_info["featuremaps"] = info
+
+
+def _gpu_names() -> list[str]:
+    """The NVIDIA GPUs, as nvidia-smi names them: an [onnx]-only deployment has no TensorFlow to ask."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        done = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from runtime.compare import Tolerance
-from runtime.errors import ArgumentParser, comma_list
+from runtime.errors import ArgumentParser, comma_list, non_negative_float
 from runtime.quiet_tf import import_tensorflow
 from runtime.manifest import Manifest, Preprocessing
 
@@ -31,12 +31,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--allow-unsafe", action="store_true",
                    help="load models with Lambda layers (runs code stored in the file: trusted files only)")
-    p.add_argument("--atol", type=float, default=Tolerance.atol,
+    p.add_argument("--atol", type=non_negative_float, default=Tolerance.atol,
                    help=f"verification: error allowed as a fraction of each output's largest magnitude "
                         f"(default {Tolerance.atol:g})")
-    p.add_argument("--rtol", type=float, default=Tolerance.rtol,
+    p.add_argument("--rtol", type=non_negative_float, default=Tolerance.rtol,
                    help=f"verification: further error allowed as a fraction of each channel's largest magnitude "
                         f"(default {Tolerance.rtol:g}; see runtime/compare.py)")
+    p.add_argument("--noise", type=non_negative_float, default=Tolerance.noise,
+                   help=f"verification: where an output misses atol/rtol, also accept errors up to this many times "
+                        f"its own float32 noise floor, measured on inputs one ulp away (default {Tolerance.noise:g}; "
+                        "0: never)")
     p.add_argument("--scale", type=float, help="input = pixel * scale + offset (default: what the model expects: "
                    "1 when it rescales its own input with Rescaling/Normalization, else 1/255)")
     p.add_argument("--offset", type=float, help="see --scale (default 0)")
@@ -60,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         given = Preprocessing(scale=Preprocessing.scale if args.scale is None else args.scale, offset=args.offset or 0.0)
     options = ExportOptions(
         layers=args.layers, data=args.data, opset=args.opset, force=args.force, allow_unsafe=args.allow_unsafe,
-        tolerance=Tolerance(args.atol, args.rtol), preprocessing=given, labels=args.labels,
+        tolerance=Tolerance(args.atol, args.rtol, args.noise), preprocessing=given, labels=args.labels,
     )
     manifest = export_model(args.model, args.out, options, Progress(sys.stderr))
     print(summary(manifest, args.out, time.perf_counter() - STARTED))
@@ -89,7 +93,13 @@ def summary(manifest: Manifest, out: Path, seconds: float) -> str:
         lines.append(f"  output {o.name:<12} {o.layer_class:<14} {str(list(o.shape)):<20} max abs err {worst:.2e}")
     lines.append(f"  verified on {v['images']} images ({v['source']}): "
                  + ("all outputs agree" if v["passed"] else "FAILED")
-                 + f" within atol {v['tolerance']['atol']:g}, rtol {v['tolerance']['rtol']:g}")
+                 + f" within atol {v['tolerance']['atol']:g}, rtol {v['tolerance']['rtol']:g}"
+                 + (f", {v['tolerance']['noise']:g}x noise floor" if v.get("within_noise_only") else ""))
+    if v.get("within_noise_only"):
+        noisy = v["within_noise_only"]
+        lines.append(f"  note: {len(noisy)} output(s) agree only within {v['tolerance']['noise']:g}x their own float32 "
+                     "noise floor (the model itself moves that much when its input moves one ulp: chaotic weights): "
+                     + _names(noisy))
     if "accuracy" in v:
         lines.append(f"  accuracy on {v.get('accuracy_images', v['images'])} labelled images: "
                      + ", ".join(f"{k} {a:.4f}" for k, a in v["accuracy"].items()))
@@ -101,3 +111,7 @@ def summary(manifest: Manifest, out: Path, seconds: float) -> str:
         lines.append(f"  preview: {out / manifest.preview['file']} ({manifest.preview['output']} maps of "
                      f"{manifest.preview['image']})")
     return "\n".join(lines)
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")

@@ -102,7 +102,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
         manifest.verification["seconds"] = round(time.perf_counter() - started, 2)
         if not manifest.verification["passed"]:
             raise ExportError("outputs disagree beyond tolerance, nothing published: "
-                              + "; ".join(manifest.verification["problems"]))
+                              + _first(manifest.verification["problems"]))
         manifest.write(tmp)
         _publish(tmp, out, options.force)
     except FeatureMapsError as exc:
@@ -118,6 +118,12 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
                               "nothing published") from None
         raise
     return manifest
+
+
+def _first(problems: list[str], shown: int = 4) -> str:
+    """The first problems in full (the earliest layer that fails is where a defect starts), the rest by name."""
+    rest = [": ".join(p.split(": ")[:2]) for p in problems[shown:]]
+    return "; ".join(problems[:shown]) + (f"; and {len(rest)} more: {', '.join(rest)}" if rest else "")
 
 
 def _write_preview(fmodel, spec: InputSpec, outputs, image, truth, folder: Path) -> dict:

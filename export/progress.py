@@ -26,23 +26,23 @@ class Progress:
         self.seconds: dict[str, float] = {}
         self.peak_rss: dict[str, int] = {}
 
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
         if self.stream is not None:
             print(text, file=self.stream, flush=True)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         if self.tty:
-            self._say(f"export: {name} ...")
+            self.say(f"export: {name} ...")
         started = time.perf_counter()
         yield
         self.seconds[name] = time.perf_counter() - started
         self.peak_rss[name] = peak_rss_bytes()
-        self._say(f"export: {name} done in {self.seconds[name]:.1f} s")
+        self.say(f"export: {name} done in {self.seconds[name]:.1f} s")
 
-    def bar(self, total: int, unit: str = "image"):
+    def bar(self, total: int, unit: str = "image", desc: str = "export: verification"):
         """A tqdm bar on a terminal; disabled (silent) in logs."""
         from tqdm import tqdm
 
-        return tqdm(total=total, unit=unit, desc="export: verification", file=self.stream or sys.stderr,
+        return tqdm(total=total, unit=unit, desc=desc, file=self.stream or sys.stderr,
                     disable=not self.tty, leave=False, dynamic_ncols=True)

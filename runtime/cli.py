@@ -105,6 +105,9 @@ def _verification_lines(v: dict) -> list[str]:
                  if "min_atol" in r]
         if worst:
             lines.append(f"  would pass with atol {max(a for a, _ in worst):.2g} or rtol {max(r for _, r in worst):.2g}")
+        if v.get("within_noise_only"):
+            lines.append(f"  within {tol.get('noise', 0):g}x their own float32 noise floor only (a chaotic model): "
+                         + ", ".join(v["within_noise_only"]))
         if v.get("accuracy"):
             lines.append(f"  accuracy on {v.get('accuracy_images', v.get('images', '?'))} labelled images: "
                          + ", ".join(f"{b} {a:.4f}" for b, a in v["accuracy"].items()))

@@ -185,3 +185,22 @@ def resnet_mini():
 
 APPLICATIONS = {f.__name__: f for f in (transfer_mobilenet, efficientnet_style, convnext_style, inception_style,
                                         resnet_mini)}
+
+
+def chaotic(depth: int = 30, gain: float = 4.0):
+    """A model as chaotic as EfficientNetV2L with random weights, at a fraction of the cost: 1x1 tanh
+    convolutions with weight gain 4 (past the edge of chaos at 1) double a one-ulp change of the
+    input every layer or two, so the last layers move by their whole range. Not trained: that is the point."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(16, 3, padding="same", activation="tanh", name="first")(inp)
+    for i in range(depth):
+        x = layers.Conv2D(16, 1, activation="tanh", name=f"c{i}",
+                          kernel_initializer=keras.initializers.RandomNormal(stddev=gain / 4))(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    out = layers.Dense(10, activation="softmax", name="head",
+                       kernel_initializer=keras.initializers.RandomNormal(stddev=gain))(x)
+    return keras.Model(inp, out, name="chaotic")

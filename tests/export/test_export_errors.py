@@ -177,7 +177,7 @@ def test_unknown_custom_object_refused(tmp_path):
 
 def test_disagreement_fails_and_publishes_nothing(capsys, published, reference_model_path):
     err = cli_error(capsys, "--model", str(reference_model_path), "--out", str(published[0]), "--force",
-                    "--atol", "0", "--rtol", "0")
+                    "--atol", "0", "--rtol", "0", "--noise", "0")
     assert "disagree" in err and "nothing published" in err
     assert_untouched(published)
 
@@ -228,6 +228,9 @@ def test_mnist_lookup_order(monkeypatch, tmp_path, mnist_npz):
 @pytest.mark.parametrize("args, message", [
     (["--opset", "seventeen"], "argument --opset: invalid int value: 'seventeen'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--atol", "-1"], "argument --atol: expected a finite number >= 0, got -1"),
+    (["--noise", "nan"], "argument --noise: expected a finite number >= 0, got nan"),
+    (["--rtol", "x"], "argument --rtol: expected a number >= 0, got 'x'"),
 ])
 def test_bad_arguments_are_one_line_errors(capsys, args, message):
     assert message in cli_error(capsys, *args)

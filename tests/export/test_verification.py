@@ -1,5 +1,6 @@
-"""The verification criterion on real exported models: float32 noise passes, real defects fail;
-batches sized by output bytes with nothing kept; accuracy only where labels apply; progress output."""
+"""The verification criterion on real exported models: float32 noise passes, real defects fail, also
+in a chaotic model judged against its own noise floor; batches sized by output bytes with nothing
+kept; accuracy only where labels apply; progress output."""
 from __future__ import annotations
 
 import io
@@ -10,7 +11,8 @@ import weakref
 import numpy as np
 import pytest
 
-from runtime.compare import DEFAULT_TOLERANCE, Diff, compare_outputs, failures
+import runtime
+from runtime.compare import DEFAULT_TOLERANCE, Diff, Tolerance, compare_outputs, failures
 from runtime.errors import ExportError
 from runtime.preprocess import to_batch
 
@@ -78,6 +80,23 @@ def scale_channel(tensor, channel: int, factor: float) -> None:
     tensor.CopyFrom(numpy_helper.from_array(w, tensor.name))
 
 
+def scale_written_kernel(monkeypatch, kernel: int, channel: int, factor: float) -> None:
+    """Make the exporter write an ONNX graph whose kernel-th Conv has one output channel scaled."""
+    import onnx
+
+    import export.pipeline as pipeline
+
+    real = pipeline.write_onnx
+
+    def tampered(serve, names, target, opset, **options):
+        real(serve, names, target, opset, **options)
+        proto = onnx.load(target)
+        scale_channel(conv_kernels(proto)[kernel], channel, factor)
+        onnx.save(proto, target)
+
+    monkeypatch.setattr(pipeline, "write_onnx", tampered)
+
+
 def rename_tensors(proto, mapping: dict[str, str]) -> None:
     for node in proto.graph.node:
         node.input[:] = [mapping.get(n, n) for n in node.input]
@@ -90,8 +109,6 @@ def judged(actual, reference) -> list[str]:
 
 def test_float32_noise_passes(two_convs, keras_outputs):
     """ONNX (optimised or not: other kernels, other summation orders) and the SavedModel agree."""
-    import runtime
-
     _, artifacts, _, x = two_convs
     for options in ({"optimization": "all"}, {"optimization": "disable"}):
         with runtime.load(artifacts, backend="onnx", **options) as model:
@@ -158,20 +175,64 @@ def test_a_defect_stops_the_export(two_convs, tmp_path, monkeypatch, engines_tog
     monkeypatch.setattr(export.verify, "ENGINES_TOGETHER_BELOW", engines_together_below)
 
     path = two_convs[0]
-    real = pipeline.write_onnx
-
-    def tampered(serve, names, target, opset, **options):
-        import onnx
-
-        real(serve, names, target, opset, **options)
-        proto = onnx.load(target)
-        scale_channel(conv_kernels(proto)[1], 5, 1.01)
-        onnx.save(proto, target)
-
-    monkeypatch.setattr(pipeline, "write_onnx", tampered)
+    scale_written_kernel(monkeypatch, 1, 5, 1.01)
     with pytest.raises(ExportError, match=r"onnx: conv_b: channel 5: .*would pass with atol"):
         pipeline.export_model(path, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.iterdir())
+
+
+def test_the_noise_floor_is_a_bound_only_where_measured():
+    ref = np.linspace(-1, 1, 40, dtype=np.float32).reshape(2, 2, 10)
+    d = compare_outputs({"m": ref + 0.3}, {"m": ref})["m"]
+    assert d.problem() and not d.within_noise_only()
+    d.noise_floor = 0.05  # 0.3 <= 10 x 0.05
+    assert d.ok() and d.within_noise_only() and d.report()["within_noise_only"]
+    assert not d.ok(Tolerance(noise=4)) and "nor 4x its noise floor 0.05" in d.problem(Tolerance(noise=4))
+    assert not d.ok(Tolerance(noise=0))
+
+
+@pytest.fixture(scope="session")
+def chaotic_model(tmp_path_factory):
+    from zoo import chaotic
+
+    path = tmp_path_factory.mktemp("chaotic") / "chaotic.keras"
+    chaotic().save(path)
+    return path
+
+
+def test_a_chaotic_model_passes_within_its_own_noise_floor_and_says_so(chaotic_model, tmp_path, capsys):
+    """Keras itself moves the last layers by their whole range when the input moves one ulp: ONNX
+    cannot match it closer. The export passes on that floor and says which outputs needed it; the
+    plain criterion (--noise 0) refuses it, so the floor is what decides."""
+    from export.cli import main
+    from runtime.errors import run_cli
+
+    assert run_cli(main, ["--model", str(chaotic_model), "--out", str(tmp_path / "plain"), "--noise", "0"]) == 2
+    assert "outputs disagree beyond tolerance" in capsys.readouterr().err
+    assert not (tmp_path / "plain").exists()
+
+    assert run_cli(main, ["--model", str(chaotic_model), "--out", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()
+    assert "beyond tolerance; measuring the model's own float32 noise floor" in captured.err
+    assert re.search(r"note: \d+ output\(s\) agree only within 10x their own float32 noise floor", captured.out)
+    v = runtime.read_manifest(tmp_path / "a").verification
+    assert v["passed"] and v["tolerance"]["noise"] == 10
+    assert {"c28", "c29"} <= set(v["within_noise_only"]) and "first" not in v["within_noise_only"]
+    last, first = v["outputs"]["c29"]["onnx"], v["outputs"]["first"]["onnx"]
+    assert last["within_noise_only"] and last["noise_floor"] > 0.1 * last["scale"]  # chaos: a whole range
+    assert not first["within_noise_only"] and first["noise_floor"] < 1e-5 * first["scale"]  # the input layer is calm
+
+
+@pytest.mark.parametrize("kernel", [0, 3], ids=["first", "c2"])
+def test_a_defect_in_a_chaotic_model_still_fails(chaotic_model, tmp_path, monkeypatch, kernel):
+    """The floor is per output: where the defect happens the model is not chaotic yet."""
+    import export.pipeline as pipeline
+
+    scale_written_kernel(monkeypatch, kernel, 5, 1.01)
+    layer = ["first", "c0", "c1", "c2"][kernel]
+    with pytest.raises(ExportError, match=rf"onnx: {layer}: channel 5: .*, nor 10x its noise floor"):
+        pipeline.export_model(chaotic_model, tmp_path / "out")
+    assert not list(tmp_path.iterdir())
 
 
 def test_report_statistics(two_convs):

@@ -83,9 +83,11 @@ def run_one(family: str, variant: str, size: int, work: Path, timeout: float) ->
         return {**row, "result": f"timeout after {timeout:.0f} s"}
     if code:
         return {**row, "result": f"FAIL: {_last_line(stderr)}"}
+    from runtime.manifest import ONNX_FILE, belongs_to
+
     manifest = json.loads((out / "manifest.json").read_text())
     verification = manifest["verification"]
-    onnx_bytes = sum(f["bytes"] for rel, f in manifest["files"].items() if rel.startswith("model.onnx"))
+    onnx_bytes = sum(f["bytes"] for rel, f in manifest["files"].items() if belongs_to(rel, ONNX_FILE))
     worst = max(_numbers(verification["outputs"], "max_abs"), default=float("nan"))
     row.update({"ONNX MB": f"{onnx_bytes / 1e6:.1f}", "outputs": str(len(manifest["outputs"])),
                 "worst abs err": f"{worst:.1e}",

@@ -85,8 +85,10 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     import numpy
     import onnxruntime
 
+    from runtime.pipeline import usable_cores
+
     info = {
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus_usable": usable_cores(),
         "numpy": numpy.__version__,
         "onnxruntime": onnxruntime.__version__,
         "onnxruntime_providers": onnxruntime.get_available_providers(),

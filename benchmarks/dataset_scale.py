@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-CODECS = [("lz4", 9, "noshuffle"), ("lz4", 6, "noshuffle"), ("lz4", 5, "noshuffle"), ("lz4", 5, "shuffle"), ("zstd", 1, "noshuffle"),
-          ("zstd", 1, "shuffle"), ("zstd", 1, "bitshuffle"), ("zstd", 3, "noshuffle")]
+CODECS = [("lz4", 9, "noshuffle"), ("lz4", 6, "noshuffle"), ("lz4", 5, "noshuffle"), ("lz4", 5, "shuffle"),
+          ("zstd", 1, "noshuffle"), ("zstd", 1, "shuffle"), ("zstd", 1, "bitshuffle"), ("zstd", 3, "noshuffle")]
 
 
 def job(kind: str, artifacts: str, images: str, out: str, n: int) -> dict:
@@ -150,6 +150,8 @@ def codec_table(artifacts: Path, x: np.ndarray) -> list[dict]:
 
 
 def main(argv=None) -> int:
+    from runtime.pipeline import usable_cores
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("artifacts", type=Path)
     p.add_argument("--images", default="10000,60000", help="comma-separated image counts")
@@ -167,7 +169,7 @@ def main(argv=None) -> int:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
     lines = [f"# Dataset scale ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu}, "
-             f"{len(os.sched_getaffinity(0))} CPUs usable, load average {os.getloadavg()[0]:.1f})", ""]
+             f"{usable_cores()} CPUs usable, load average {os.getloadavg()[0]:.1f})", ""]
     lines += ["| images | stream img/s | run->zarr img/s | ratio | size / raw float32 | read one image | stats img/s | "
               "ratio | stats peak RSS | CPU us/img: stream, run, stats |", "|---|---|---|---|---|---|---|---|---|---|"]
     report = {"cpu": cpu, "rows": []}

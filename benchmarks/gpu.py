@@ -15,7 +15,6 @@ reference CNN is returned, as numpy unless a row says the outputs stay on the GP
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import time
@@ -26,6 +25,7 @@ import numpy as np
 
 from runtime.atomic import atomic_write
 from runtime.errors import ArgumentParser, run_cli
+from runtime.pipeline import usable_cores
 
 MODELS = ["reference", "functional_bn", "rgb_small", "resnet_style"]
 BATCHES = [1, 32, 256, 4096]
@@ -73,7 +73,7 @@ def machine() -> dict:
         gpu = "unknown (no nvidia-smi)"
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    return {"gpu": gpu, "cpu": cpu, "cpu_cores": len(os.sched_getaffinity(0)), "onnxruntime": ort.__version__,
+    return {"gpu": gpu, "cpu": cpu, "cpu_cores": usable_cores(), "onnxruntime": ort.__version__,
             "cuda": f"CUDA {getattr(build, 'cuda_version', '?')} build", "python": platform.python_version(),
             "numpy": np.__version__,
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -159,7 +159,7 @@ def approaches(folder: Path) -> dict[str, Callable[[np.ndarray], Callable[[], ob
         "bare onnxruntime session, CUDA (outputs to numpy)": lambda x: lambda: session.run(None, {"image": x}),
         "bare session, IOBinding: input from host, outputs kept on GPU": lambda x: bound(x, False),
         "bare session, IOBinding: input and outputs on GPU": lambda x: bound(x, True),
-        f"runtime, onnx backend, CPU ({len(os.sched_getaffinity(0))} cores, outputs to numpy)":
+        f"runtime, onnx backend, CPU ({usable_cores()} cores, outputs to numpy)":
             lambda x: lambda: cpu.run(x),
     }
 

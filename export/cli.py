@@ -91,12 +91,12 @@ def summary(manifest: Manifest, out: Path, seconds: float) -> str:
         errors = v["outputs"][o.name]
         worst = max(e["max_abs"] for e in errors.values())
         lines.append(f"  output {o.name:<12} {o.layer_class:<14} {str(list(o.shape)):<20} max abs err {worst:.2e}")
+    noisy = v.get("within_noise_only")
     lines.append(f"  verified on {v['images']} images ({v['source']}): "
                  + ("all outputs agree" if v["passed"] else "FAILED")
                  + f" within atol {v['tolerance']['atol']:g}, rtol {v['tolerance']['rtol']:g}"
-                 + (f", {v['tolerance']['noise']:g}x noise floor" if v.get("within_noise_only") else ""))
-    if v.get("within_noise_only"):
-        noisy = v["within_noise_only"]
+                 + (f", {v['tolerance']['noise']:g}x noise floor" if noisy else ""))
+    if noisy:
         lines.append(f"  note: {len(noisy)} output(s) agree only within {v['tolerance']['noise']:g}x their own float32 "
                      "noise floor (the model itself moves that much when its input moves one ulp: chaotic weights): "
                      + _names(noisy))

@@ -121,7 +121,8 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
 
 
 def _first(problems: list[str], shown: int = 4) -> str:
-    """The first problems in full (the earliest layer that fails is where a defect starts), the rest by name."""
+    """The first problems in full (per backend in manifest order: model outputs, then layers as they run), the
+    rest by name."""
     rest = [": ".join(p.split(": ")[:2]) for p in problems[shown:]]
     return "; ".join(problems[:shown]) + (f"; and {len(rest)} more: {', '.join(rest)}" if rest else "")
 

@@ -1,15 +1,21 @@
-"""Overlap compute with output: the main thread computes batch i+1 while a worker threads consume batch i.
+"""Overlap compute with output: the main thread computes batch i+1 while worker threads consume batch i.
 
 numpy reductions, Blosc and file writes release the GIL, so on two cores the two really overlap.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one, e.g. under taskset or a container)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class Pipelined(Generic[T]):

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import time
 from pathlib import Path
 
 from .hashing import MANIFEST, sha256_file
-from .pipeline import Pipelined
+from .pipeline import Pipelined, usable_cores
 from .progress import progress_bar
 from .run_cli import add_input_arguments, load_model, open_inputs
 from .sources import batches, expand_inputs
@@ -66,7 +65,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                         bar.update(len(batch.images))
 
                 # The statistics cost more CPU per image than the model: one thread for them kept a core idle.
-                workers = len(os.sched_getaffinity(0))
+                workers = usable_cores()
                 with Pipelined(consume, depth=workers, workers=workers) as pipe:  # while batch i+1 is computed
                     for batch in items:
                         pipe.put((batch, model.run(batch.images, names)))

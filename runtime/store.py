@@ -245,12 +245,13 @@ class ZarrWriter(_Writer):
         if self.shard_rows:
             from concurrent.futures import ThreadPoolExecutor
 
+            from .pipeline import usable_cores
             from .shards import ShardFiles
 
             # One writer thread compressing while the model computes on the other core(s) left a core
             # idle half the time: compression costs more CPU per image than the model's compute.
             if self.pool is None:
-                self.pool = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="featuremaps-blosc")
+                self.pool = ThreadPoolExecutor(usable_cores(), thread_name_prefix="featuremaps-blosc")
             self.shards[name] = ShardFiles(self.tmp / name, self.arrays[name].metadata, self.expected,
                                            self.shard_rows, self.chunk_rows, ZARR_CODEC, self.pool)
 

@@ -118,7 +118,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         return 2
     except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
-        return 143 if str(exc) == f"signal {int(signal.SIGTERM)}" else 130
+        return 128 + getattr(exc, "signum", signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM, as a shell says
 
 
 def _stdout_closed() -> bool:

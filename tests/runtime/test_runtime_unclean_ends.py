@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import runtime.api
+from runtime.errors import run_cli
+from runtime.signals import terminate_as_interrupt
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +32,46 @@ def test_sigterm_during_run_leaves_no_temp_files(tmp_path, reference_artifacts):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and err.strip() == "interrupted", err[-500:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.npy"]  # no temp folder, no partial .npz
+
+
+class SignalledInFinalizer:
+    """Delivers a signal while its finalizer runs, where Python would only print what the handler raises."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+
+    def __del__(self):
+        signal.raise_signal(self.signum)
+        sum(range(1000))  # Python code: the handler runs here, inside the finalizer
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("then", ["more work", "return"])
+def test_a_signal_landing_in_a_finalizer_still_interrupts(capfd, sig, then):
+    finished, hook = [], sys.unraisablehook
+
+    def work(argv):
+        SignalledInFinalizer(sig)  # collected at once: the signal lands in __del__, which cannot raise
+        if then == "more work":
+            time.sleep(5)  # interrupted here
+        finished.append(True)
+        return 0
+
+    assert run_cli(work, []) == 128 + sig and finished == ([True] if then == "return" else [])
+    assert capfd.readouterr().err == "interrupted\n"  # and no "Exception ignored in ..." traceback
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+    assert sys.unraisablehook is hook and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_an_ignored_sigint_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `nohup` or `cmd &` leave it
+    try:
+        with terminate_as_interrupt():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+            sum(range(1000))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def writing(folder: Path) -> bool:

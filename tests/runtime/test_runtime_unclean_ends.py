@@ -49,6 +49,7 @@ class SignalledInFinalizer:
 @pytest.mark.parametrize("then", ["more work", "return"])
 def test_a_signal_landing_in_a_finalizer_still_interrupts(capfd, sig, then):
     finished, hook = [], sys.unraisablehook
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
 
     def work(argv):
         SignalledInFinalizer(sig)  # collected at once: the signal lands in __del__, which cannot raise
@@ -59,7 +60,7 @@ def test_a_signal_landing_in_a_finalizer_still_interrupts(capfd, sig, then):
 
     assert run_cli(work, []) == 128 + sig and finished == ([True] if then == "return" else [])
     assert capfd.readouterr().err == "interrupted\n"  # and no "Exception ignored in ..." traceback
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # all put back
     assert sys.unraisablehook is hook and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 

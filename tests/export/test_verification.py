@@ -289,6 +289,19 @@ def test_batches_are_sized_by_output_bytes_and_nothing_is_kept(two_convs, monkey
     assert max(alive_from_earlier) == 0  # no output of an earlier batch is still held
 
 
+def test_the_traced_keras_reference_gives_eagers_numbers(two_convs, keras_outputs):
+    """Many batches run Keras traced into one graph (faster on big inputs): the same numbers, bit for bit."""
+    from export.verify import TRACED_FROM_BATCHES, keras_reference
+    from runtime.manifest import read_manifest
+
+    _, artifacts, fmodel, x = two_convs
+    spec = read_manifest(artifacts).input
+    eager, traced = (keras_reference(fmodel, spec, n) for n in (1, TRACED_FROM_BATCHES))
+    for batch in (x[:1], x[1:6], x):  # any batch size, one trace
+        assert all(np.array_equal(traced(batch)[k], eager(batch)[k]) for k in keras_outputs)
+    assert all(np.array_equal(traced(x)[k], v) for k, v in keras_outputs.items())
+
+
 def test_accuracy_only_where_labels_apply(zoo_artifacts):
     from export.verify import verification_images
     from runtime.manifest import read_manifest

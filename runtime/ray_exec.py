@@ -11,7 +11,9 @@ import copy
 import logging
 import os
 import pickle
+import signal
 import socket
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from .api import Model
 from .errors import BackendError
+from .signals import Interrupted
 from .sources import Batch
 from .stats import Stats
 
@@ -32,12 +35,22 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     _check_reachable(address or os.environ.get("RAY_ADDRESS", ""))
+    # ray.init replaces the SIGTERM handler with sys.exit(15): no cleanup message, exit status 15. Ours
+    # (SIGTERM cleans up like Ctrl-C, exit 143) comes back once it returns; a SIGTERM while it starts is ours too.
+    handler = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", configure_logging=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a local runtime"
         raise BackendError(f"cannot reach the Ray cluster at {where!r}: {' '.join(str(exc).split())}") from None
+    except SystemExit as exc:
+        if exc.code == signal.SIGTERM:  # Ray's handler, while it started
+            raise Interrupted(signal.SIGTERM) from None
+        raise
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
 
 
 def _check_reachable(address: str) -> None:

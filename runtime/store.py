@@ -229,9 +229,11 @@ class ZarrWriter(_Writer):
         try:
             self.group = zarr.open_group(store=str(self.tmp), mode="w", zarr_format=3)
             self.group.attrs.update({**attrs, "images": rows, "complete": False})
-        except OSError as exc:
+        except BaseException as exc:  # Ctrl-C and SIGTERM too: `with` cleans up only once __init__ has returned
             self.close()
-            raise cannot_write(self.path, exc) from None
+            if isinstance(exc, OSError):
+                raise cannot_write(self.path, exc) from None
+            raise
 
     def _open(self, name: str, first: np.ndarray) -> None:
         from zarr.codecs import BloscCodec

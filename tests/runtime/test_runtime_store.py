@@ -163,6 +163,19 @@ def test_writers_confine_output_names(tmp_path, writer):
     assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(tmp_path / "out") == []
 
 
+def test_an_interrupt_while_the_store_is_created_leaves_nothing(tmp_path, monkeypatch):
+    real = zarr.open_group
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)  # the temporary store holds zarr.json now
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zarr, "open_group", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ZarrWriter(tmp_path / "a.zarr", 1, 1, {})
+    assert os.listdir(tmp_path) == []
+
+
 def test_zarr_writer_reports_unwritable_folders(tmp_path):
     with pytest.raises(DataError, match="cannot write"):
         ZarrWriter(tmp_path / "missing" / "a.zarr", 1, 1, {})

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +14,7 @@ import pytest
 import runtime
 
 BACKENDS = ["onnx", "tf"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -75,3 +80,30 @@ def keras_outputs():
 def artifacts_copy(tmp_path, reference_artifacts) -> Path:
     """A private copy of the reference artifacts, free to tamper with (the session fixture never is)."""
     return Path(shutil.copytree(reference_artifacts, tmp_path / "artifacts"))
+
+
+@pytest.fixture
+def many_images(tmp_path) -> Path:
+    """tmp_path/many.npy: 60,000 images, so that a `run` over it is still going when a test signals it."""
+    images = np.lib.format.open_memmap(tmp_path / "many.npy", "w+", np.uint8, (60_000, 28, 28))
+    images[:] = 7
+    images.flush()
+    return tmp_path / "many.npy"
+
+
+@pytest.fixture
+def signalled_run():
+    """run(argv, ready, sig, env): `python -m runtime run *argv`, sent sig once ready() is true; (exit code, stderr)."""
+
+    def run(argv: list, ready, sig: int = signal.SIGTERM, env: dict | None = None) -> tuple[int, str]:
+        proc = subprocess.Popen([sys.executable, "-m", "runtime", "run", *map(str, argv)], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        return proc.returncode, err
+
+    return run

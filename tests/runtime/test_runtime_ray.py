@@ -3,11 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,23 +25,12 @@ def test_an_unreachable_cluster_is_a_one_line_error_in_seconds(capsys, tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
 
 
-def test_sigterm_while_ray_runs_cleans_up_like_ctrl_c(tmp_path, reference_artifacts):
+def test_sigterm_while_ray_runs_cleans_up_like_ctrl_c(tmp_path, reference_artifacts, many_images, signalled_run):
     """ray.init puts in its own SIGTERM handler (exit 15, no message): the run keeps the project's."""
-    images = np.lib.format.open_memmap(tmp_path / "many.npy", "w+", np.uint8, (60_000, 28, 28))
-    images[:] = 7
-    images.flush()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray runtime of its own
-    proc = subprocess.Popen([sys.executable, "-m", "runtime", "run", str(reference_artifacts), "--input",
-                             str(tmp_path / "many.npy"), "--out", str(tmp_path / "acts.zarr"), "--ray"],
-                            cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".acts.zarr.tmp-*/conv2d/c")):  # Ray has computed maps: it runs
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "interrupted", err[-1000:]
+    code, err = signalled_run([reference_artifacts, "--input", many_images, "--out", tmp_path / "acts.zarr", "--ray"],
+                              ready=lambda: list(tmp_path.glob(".acts.zarr.tmp-*/conv2d/c")), env=env)  # Ray runs
+    assert code == 143 and err.strip().splitlines()[-1] == "interrupted", err[-1000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.npy"]
 
 

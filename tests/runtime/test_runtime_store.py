@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -182,22 +181,15 @@ def test_zarr_writer_reports_unwritable_folders(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupted_run_leaves_the_previous_store(sig, tmp_path, mnist_npz, reference_artifacts):
+def test_an_interrupted_run_leaves_the_previous_store(sig, tmp_path, mnist_npz, reference_artifacts, signalled_run):
     out = tmp_path / "acts.zarr"
     group = zarr.open_group(str(out), mode="w")
     group.attrs["complete"] = True
     group.create_array("previous", data=np.arange(3))
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "runtime", "run", str(reference_artifacts), "--input",
-                             str(mnist_npz), "--out", str(out), "--batch-size", "32"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not any(p.name.startswith(".acts.zarr.tmp-") and (p / "conv2d").exists() for p in tmp_path.iterdir()):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
+    code, err = signalled_run([reference_artifacts, "--input", mnist_npz, "--out", out, "--batch-size", 32],
+                              ready=lambda: list(tmp_path.glob(".acts.zarr.tmp-*/conv2d")), sig=sig, env=env)
+    assert code == (130 if sig == signal.SIGINT else 143), err
     assert err.strip().splitlines()[-1] == "interrupted"
     assert hidden(tmp_path) == []
     assert sorted(zarr.open_group(str(out), mode="r").array_keys()) == ["previous"]

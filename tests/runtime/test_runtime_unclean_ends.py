@@ -17,20 +17,10 @@ from runtime.signals import terminate_as_interrupt
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sigterm_during_run_leaves_no_temp_files(tmp_path, reference_artifacts):
-    images = np.lib.format.open_memmap(tmp_path / "many.npy", "w+", np.uint8, (60_000, 28, 28))
-    images[:] = 7
-    images.flush()
-    out = tmp_path / "acts.npz"
-    proc = subprocess.Popen([sys.executable, "-m", "runtime", "run", str(reference_artifacts), "--input",
-                             str(tmp_path / "many.npy"), "--out", str(out), "--quiet"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not writing(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and err.strip() == "interrupted", err[-500:]
+def test_sigterm_during_run_leaves_no_temp_files(tmp_path, reference_artifacts, many_images, signalled_run):
+    code, err = signalled_run([reference_artifacts, "--input", many_images, "--out", tmp_path / "acts.npz", "--quiet"],
+                              ready=lambda: writing(tmp_path))
+    assert code == 143 and err.strip() == "interrupted", err[-500:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.npy"]  # no temp folder, no partial .npz
 
 

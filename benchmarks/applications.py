@@ -83,7 +83,7 @@ def run_one(family: str, variant: str, size: int, work: Path, timeout: float) ->
         return {**row, "result": f"timeout after {timeout:.0f} s"}
     if code:
         return {**row, "result": f"FAIL: {_last_line(stderr)}"}
-    from runtime.manifest import ONNX_FILE, belongs_to
+    from runtime.artifacts.manifest import ONNX_FILE, belongs_to
 
     manifest = json.loads((out / "manifest.json").read_text())
     verification = manifest["verification"]
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    from runtime.signals import terminate_as_interrupt
+    from runtime.cli.process import terminate_as_interrupt
 
     with terminate_as_interrupt():  # SIGTERM cleans up (the work folder, the export in flight) like Ctrl-C
         sys.exit(main())

@@ -143,7 +143,7 @@ def test_onnx_wrapper_overhead_ab(benchmark, approaches, bench_artifacts, bench_
     import time
 
     from runtime import read_manifest
-    from runtime.mnist import mnist_test_set
+    from runtime.data.mnist import mnist_test_set
 
     import runtime
 

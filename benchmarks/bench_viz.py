@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.mnist import shipped_digits
+from runtime.data.mnist import shipped_digits
 
 LAYER = "conv2d"
 GROUP = "grid-png-conv2d"

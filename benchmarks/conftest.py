@@ -57,7 +57,7 @@ def model_flops(bench_artifacts) -> int:
 def bench_images(bench_artifacts) -> np.ndarray:
     """256 real MNIST test digits as the model input (float32 [256,28,28,1], preprocessed)."""
     from runtime import read_manifest
-    from runtime.mnist import mnist_test_set
+    from runtime.data.mnist import mnist_test_set
     from runtime.preprocess import to_batch
 
     x, _, _ = mnist_test_set()
@@ -85,7 +85,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     import numpy
     import onnxruntime
 
-    from runtime.pipeline import usable_cores
+    from runtime.jobs.pipeline import usable_cores
 
     info = {
         "cpus_usable": usable_cores(),

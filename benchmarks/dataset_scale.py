@@ -29,7 +29,7 @@ CODECS = [("lz4", 9, "noshuffle"), ("lz4", 6, "noshuffle"), ("lz4", 5, "noshuffl
 def job(kind: str, artifacts: str, images: str, out: str, n: int) -> dict:
     """One measured job, in this (fresh) interpreter: returns seconds and peak RSS."""
     import runtime
-    from runtime.cli import main
+    from runtime.cli.main import main
 
     cpu = cpu_seconds
     started, cpu_started = time.perf_counter(), cpu()
@@ -97,9 +97,9 @@ def breakdown(artifacts: Path, x: np.ndarray) -> dict:
     the writer's pool calls it) and writing the compressed bytes (page cache)."""
     import numcodecs
 
-    from runtime.run_cli import load_model
-    from runtime.shards import SHUFFLES
-    from runtime.store import ZARR_CODEC, chunk_rows
+    from runtime.jobs.engine import load_model
+    from runtime.jobs.shards import SHUFFLES
+    from runtime.jobs.store import ZARR_CODEC, chunk_rows
 
     numcodecs.blosc.use_threads = False  # as under zarr: one Blosc thread per call
     codec = numcodecs.Blosc(cname=ZARR_CODEC["cname"], clevel=ZARR_CODEC["clevel"],
@@ -150,7 +150,7 @@ def codec_table(artifacts: Path, x: np.ndarray) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    from runtime.pipeline import usable_cores
+    from runtime.jobs.pipeline import usable_cores
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("artifacts", type=Path)

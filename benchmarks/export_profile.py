@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not (args.application or args.model):
         p.error("name an application or pass --model")
-    from runtime.quiet_tf import import_tensorflow
+    from runtime.backends.quiet_tf import import_tensorflow
 
     import_tensorflow()
     from export.pipeline import export_model

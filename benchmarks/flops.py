@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from runtime.errors import ArgumentParser, ArtifactError, run_cli
+from runtime.cli.args import ArgumentParser
+from runtime.errors import ArtifactError
+from runtime.cli.process import run_cli
 
 COUNTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that belong to the layer whose Conv/MatMul feeds them: bias, activation, layout changes.

@@ -49,8 +49,8 @@ def main() -> None:
     import numpy as np
 
     import runtime
-    from runtime.mnist import mnist_test_set
-    from runtime.stats import stats
+    from runtime.data.mnist import mnist_test_set
+    from runtime.jobs.stats import stats
     from viz.gallery import site_size, write_gallery
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

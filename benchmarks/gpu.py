@@ -6,7 +6,7 @@
 `export` writes DIR/<model>/ for the reference CNN, the zoo models the consistency tests use (trained as
 their fixtures train them) and a ResNet-style model; FEATUREMAPS_TEST_ARTIFACTS=DIR lets the GPU tests run
 on them without TensorFlow. `measure` needs onnxruntime-gpu only. Real MNIST test digits come from
-runtime.mnist (MNIST_NPZ, else the 64 shipped ones, repeated where a batch needs more).
+runtime.data.mnist (MNIST_NPZ, else the 64 shipped ones, repeated where a batch needs more).
 
 Differences: relative to the largest |CPU output| of each output (as runtime/compare.py measures them).
 Speed: median seconds per call after warm-up calls, images/s = batch / median; every output of the
@@ -23,9 +23,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from runtime.atomic import atomic_write
-from runtime.errors import ArgumentParser, run_cli
-from runtime.pipeline import usable_cores
+from runtime.artifacts.atomic import atomic_write
+from runtime.cli.args import ArgumentParser
+from runtime.cli.process import run_cli
+from runtime.jobs.pipeline import usable_cores
 
 MODELS = ["reference", "functional_bn", "rgb_small", "resnet_style"]
 BATCHES = [1, 32, 256, 4096]
@@ -43,7 +44,7 @@ def export_all(out: Path) -> None:
 
     from export.pipeline import export_model
     from export.reference import REFERENCE_MODEL
-    from runtime.mnist import shipped_digits
+    from runtime.data.mnist import shipped_digits
     from tests.zoo import ZOO, resnet_style, train_briefly
 
     builders = {**ZOO, "resnet_style": resnet_style}
@@ -80,7 +81,7 @@ def machine() -> dict:
 
 
 def digits(n: int) -> tuple[np.ndarray, str]:
-    from runtime.mnist import mnist_test_set
+    from runtime.data.mnist import mnist_test_set
 
     x, _, source = mnist_test_set()
     return np.resize(x, (n, *x.shape[1:])), source  # repeats the shipped digits if too few

@@ -15,7 +15,8 @@ import subprocess
 import sys
 from typing import Sequence
 
-from runtime.errors import ArgumentParser, run_cli
+from runtime.cli.args import ArgumentParser
+from runtime.cli.process import run_cli
 
 MODES = ("chunked", "one backend call")
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from runtime.errors import ArgumentParser, FeatureMapsError, run_cli
+from runtime.cli.args import ArgumentParser
+from runtime.errors import FeatureMapsError
+from runtime.cli.process import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"  # the tracked report: written only when --out names it

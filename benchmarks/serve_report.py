@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from runtime.errors import run_cli
+from runtime.cli.process import run_cli
 
 from . import report
 

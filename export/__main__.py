@@ -1,4 +1,4 @@
-from runtime.errors import run_cli
+from runtime.cli.process import run_cli
 
 from .cli import main
 

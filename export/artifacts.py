@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from runtime.errors import ExportError
-from runtime.manifest import INPUT_NAME, ONNX_DATA_FILE as EXTERNAL_DATA, SIGNATURE, InputSpec
+from runtime.artifacts.manifest import INPUT_NAME, ONNX_DATA_FILE as EXTERNAL_DATA, SIGNATURE, InputSpec
 
 from .convert import to_onnx
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Sequence
 
 from runtime.compare import Tolerance
-from runtime.errors import ArgumentParser, comma_list, non_negative_float
-from runtime.quiet_tf import import_tensorflow
-from runtime.manifest import Manifest, Preprocessing
+from runtime.cli.args import ArgumentParser, comma_list, non_negative_float
+from runtime.backends.quiet_tf import import_tensorflow
+from runtime.artifacts.manifest import Manifest, Preprocessing
 
 from .artifacts import DEFAULT_OPSET
 from .reference import REFERENCE_MODEL

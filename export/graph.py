@@ -5,11 +5,11 @@ import re
 from dataclasses import dataclass, field
 
 from runtime.errors import ExportError
-from runtime.manifest import INPUT_NAME, LAYOUTS, InputSpec, OutputSpec, Preprocessing
+from runtime.artifacts.manifest import INPUT_NAME, LAYOUTS, InputSpec, OutputSpec, Preprocessing
 
 MODEL_OUTPUT = "model_output"
 FEATURE_MAP = "feature_map"
-# Output names must be valid TensorFlow scope names, plain ONNX value names and runtime.paths.safe_name alike.
+# Output names must be valid TensorFlow scope names, plain ONNX value names and runtime.artifacts.paths.safe_name alike.
 VALID_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.atomic import rename_noreplace, umask
+from runtime.artifacts.atomic import rename_noreplace, umask
 from runtime.compare import DEFAULT_TOLERANCE, Tolerance
 from runtime.errors import ArtifactError, ExportError, FeatureMapsError
-from runtime.hashing import MANIFEST, sha256_file, tree_files
-from runtime.manifest import ONNX_FILE, SAVED_MODEL_DIR, InputSpec, Manifest, Preprocessing, read_manifest, unlisted_files
+from runtime.artifacts.hashing import MANIFEST, sha256_file, tree_files
+from runtime.artifacts.manifest import ONNX_FILE, SAVED_MODEL_DIR, InputSpec, Manifest, Preprocessing, read_manifest, unlisted_files
 from runtime.preprocess import to_batch
 
 from .artifacts import DEFAULT_OPSET, serving_function, write_onnx, write_saved_model

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from runtime.errors import FeatureMapsWarning
-from runtime.manifest import Preprocessing
+from runtime.artifacts.manifest import Preprocessing
 
 # Layers that leave pixel values as they are at inference, so a Rescaling/Normalization after them
 # still sees raw pixels (augmentation layers are identities outside training).

@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from runtime.atomic import atomic_write
-from runtime.errors import ArgumentParser, DataError, UsageError, positive_int, run_cli
-from runtime.mnist import load_mnist
-from runtime.quiet_tf import import_tensorflow
+from runtime.artifacts.atomic import atomic_write
+from runtime.cli.args import ArgumentParser, positive_int
+from runtime.errors import DataError, UsageError
+from runtime.cli.process import run_cli
+from runtime.data.mnist import load_mnist
+from runtime.backends.quiet_tf import import_tensorflow
 
 REFERENCE_MODEL = Path(__file__).resolve().parent / "data" / "mnist_cnn.keras"
 SEED = 1234

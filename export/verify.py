@@ -8,8 +8,8 @@ import numpy as np
 
 import runtime
 from runtime.compare import Diff, Tolerance, compare_outputs, failures, tolerance_dict
-from runtime.manifest import ONNX_FILE, InputSpec, Manifest, belongs_to
-from runtime.mnist import mnist_test_set, shipped_digits
+from runtime.artifacts.manifest import ONNX_FILE, InputSpec, Manifest, belongs_to
+from runtime.data.mnist import mnist_test_set, shipped_digits
 from runtime.preprocess import to_batch
 
 from .progress import Progress

@@ -1,5 +1,5 @@
 """`python -m runtime`: see runtime/cli.py."""
-from .cli import main
-from .errors import run_cli
+from runtime.cli.main import main
+from runtime.cli.process import run_cli
 
 raise SystemExit(run_cli(main))

@@ -9,10 +9,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .backends import runner_class
-from .errors import BackendError, DeviceError, InputError
-from .manifest import InputSpec, Manifest, read_manifest
-from .preprocess import is_batch, to_batch
+from runtime.backends import runner_class
+from runtime.errors import BackendError, DeviceError, InputError
+from runtime.artifacts.manifest import InputSpec, Manifest, read_manifest
+from runtime.preprocess import is_batch, to_batch
 
 DEVICES = ("cpu", "gpu", "auto")
 CHUNK = 256  # images per backend call when run() is given more: bounds memory beyond the returned outputs

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .errors import InputError
+from runtime.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def mnist_test(mnist_npz):
 @pytest.fixture(scope="session")
 def digits():
     """The MNIST test digits shipped with the project: (uint8 [64,28,28], labels)."""
-    from runtime.mnist import shipped_digits
+    from runtime.data.mnist import shipped_digits
 
     return shipped_digits()
 
@@ -118,7 +118,7 @@ def export_to(model_file: Path, folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def reference_stats(tmp_path_factory, reference_artifacts, digits) -> Path:
     """`runtime stats` of the reference model over the 64 shipped digits, top 3: the gallery's input."""
-    from runtime.stats import stats
+    from runtime.jobs.stats import stats
 
     out = tmp_path_factory.mktemp("reference_stats") / "stats"
     stats(str(reference_artifacts), digits[0], k=3).write(out)

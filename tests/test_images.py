@@ -7,8 +7,8 @@ from PIL import Image
 
 from runtime.errors import DataError, InputError
 from runtime.images import read_image
-from runtime.manifest import InputSpec, Preprocessing
-from runtime.mnist import shipped_digits
+from runtime.artifacts.manifest import InputSpec, Preprocessing
+from runtime.data.mnist import shipped_digits
 from runtime.preprocess import to_batch
 
 

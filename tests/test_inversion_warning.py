@@ -8,8 +8,8 @@ from PIL import Image
 import runtime.images
 import viz.cli
 from runtime import cli as runtime_cli
-from runtime.errors import run_cli
-from runtime.mnist import shipped_digits
+from runtime.cli.process import run_cli
+from runtime.data.mnist import shipped_digits
 
 
 @pytest.fixture

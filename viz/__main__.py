@@ -1,5 +1,5 @@
 """`python -m viz`: see viz.cli."""
-from runtime.errors import run_cli
+from runtime.cli.process import run_cli
 
 from .cli import main
 

@@ -16,9 +16,10 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.errors import ArgumentParser, BackendError, DataError, InputError, comma_list, positive_int
-from runtime.manifest import Manifest
-from runtime.mnist import mnist_test_set
+from runtime.cli.args import ArgumentParser, comma_list, positive_int
+from runtime.errors import BackendError, DataError, InputError
+from runtime.artifacts.manifest import Manifest
+from runtime.data.mnist import mnist_test_set
 
 from .figures import comparison_figure, layer_figure, save_grid, save_png
 from .tiling import NORMALIZATIONS, SPATIAL_LAYOUTS

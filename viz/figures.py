@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from runtime.atomic import atomic_write
+from runtime.artifacts.atomic import atomic_write
 from runtime.errors import InputError
 
 from .tiling import as_hwc, grid_shape, tile

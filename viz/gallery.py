@@ -24,9 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.atomic import umask
-from runtime.errors import ArgumentParser, DataError
-from runtime.paths import confine, safe_name
+from runtime.artifacts.atomic import umask
+from runtime.cli.args import ArgumentParser
+from runtime.errors import DataError
+from runtime.artifacts.paths import confine, safe_name
 
 SCHEMA = "featuremaps.stats/1"
 MARKER = ".featuremaps-gallery"  # marks a folder this command wrote: the only kind --force replaces

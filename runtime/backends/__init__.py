@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import BackendError
+from runtime.errors import BackendError
 
 BACKENDS = {
     "onnx": ("runtime.backends.onnx", "OnnxRunner", "onnxruntime"),

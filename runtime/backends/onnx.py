@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import ArtifactError, BackendError, DeviceError
-from ..hashing import read_verified
-from ..manifest import INPUT_NAME, ONNX_FILE, Manifest, listed_files
+from runtime.errors import ArtifactError, BackendError, DeviceError
+from runtime.artifacts.hashing import read_verified
+from runtime.artifacts.manifest import INPUT_NAME, ONNX_FILE, Manifest, listed_files
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"

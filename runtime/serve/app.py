@@ -26,11 +26,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..api import Model
-from ..errors import InputError
-from ..preprocess import to_batch
-from .batcher import Batcher
-from .protocol import HEADER_LENGTH, encode_infer, model_metadata, parse_infer
+from runtime.api import Model
+from runtime.errors import InputError
+from runtime.preprocess import to_batch
+from runtime.serve.batcher import Batcher
+from runtime.serve.protocol import HEADER_LENGTH, encode_infer, model_metadata, parse_infer
 
 STATIC = Path(__file__).parent / "static"
 VERSION = "1"
@@ -198,7 +198,7 @@ def _samples(model: Model) -> list[dict]:
     """The shipped MNIST test digits as {"label", "pixels" (28 rows of 28 uint8)}, for 28x28x1 models."""
     if model.input_spec.image_shape != (28, 28, 1):
         return []
-    from ..mnist import shipped_digits
+    from runtime.data.mnist import shipped_digits
 
     x, y = shipped_digits()
     return [{"index": i, "label": int(label), "pixels": image.tolist()} for i, (image, label) in enumerate(zip(x, y))]

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..api import Model
-from ..errors import InputError
+from runtime.api import Model
+from runtime.errors import InputError
 
 
 @dataclass

@@ -5,7 +5,7 @@ import pytest
 
 from benchmarks import gpu
 from runtime.backends import gpu_missing
-from runtime.errors import run_cli
+from runtime.cli.process import run_cli
 
 SPEED = {"bare onnxruntime session, CUDA (outputs to numpy)": {"1": {"median_s": 2e-4}, "256": {"median_s": 2e-3}},
          "bare session, IOBinding: input from host, outputs kept on GPU": {"1": {"median_s": 1e-4},

@@ -98,7 +98,7 @@ def test_newest_json_is_found_recursively(saved, tmp_path):
 
 
 def test_missing_or_foreign_json_is_a_one_line_error(tmp_path, capsys):
-    from runtime.errors import run_cli
+    from runtime.cli.process import run_cli
 
     assert run_cli(report.main, [str(tmp_path / "none.json"), "--out", str(tmp_path)]) == 2
     foreign = tmp_path / "foreign.json"

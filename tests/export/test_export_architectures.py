@@ -48,7 +48,7 @@ def test_separate_activation_layers_can_be_exposed(tmp_path, zoo_model_file):
 def test_input_preprocessing_and_labels_recorded(tmp_path, zoo_model_file):
     labels = ["a", "b", "c", "d", "e"]
     manifest = export_model(zoo_model_file("rgb_small"), tmp_path / "a",
-                            ExportOptions(labels=labels, preprocessing=runtime.manifest.Preprocessing(scale=2 / 255,
+                            ExportOptions(labels=labels, preprocessing=Preprocessing(scale=2 / 255,
                                                                                                      offset=-1.0)))
     assert manifest.labels == labels
     assert manifest.input.preprocessing.value_range == (-1.0, 1.0)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.hashing import sha256_file
-from runtime.manifest import SCHEMA_VERSION, read_manifest
+from runtime.artifacts.hashing import sha256_file
+from runtime.artifacts.manifest import SCHEMA_VERSION, read_manifest
 
 REFERENCE_OUTPUTS = {"dense_1": [None, 10], "conv2d": [None, 26, 26, 32], "conv2d_1": [None, 11, 11, 64]}
 

@@ -11,8 +11,9 @@ import pytest
 import export.pipeline as pipeline
 from export.cli import main
 from export.pipeline import ExportOptions, export_model
-from runtime.errors import DataError, ExportError, run_cli
-from runtime.manifest import read_manifest
+from runtime.errors import DataError, ExportError
+from runtime.cli.process import run_cli
+from runtime.artifacts.manifest import read_manifest
 
 
 def cli_error(capsys, *args) -> str:
@@ -194,7 +195,7 @@ def test_interrupt_keeps_previous_artifacts(monkeypatch, published, reference_mo
 
 def test_mnist_offline_message(monkeypatch, tmp_path):
     """No --data, no MNIST_NPZ, empty Keras cache, no network: say how to point at a local file."""
-    import runtime.mnist as mnist
+    import runtime.data.mnist as mnist
 
     monkeypatch.delenv("MNIST_NPZ", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
@@ -209,7 +210,7 @@ def test_mnist_offline_message(monkeypatch, tmp_path):
 def test_mnist_lookup_order(monkeypatch, tmp_path, mnist_npz):
     import shutil
 
-    import runtime.mnist as mnist
+    import runtime.data.mnist as mnist
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.delenv("MNIST_NPZ", raising=False)

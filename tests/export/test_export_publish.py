@@ -17,7 +17,8 @@ import pytest
 from export import pipeline
 from export.cli import main
 from export.pipeline import ExportOptions, export_model
-from runtime.errors import ExportError, run_cli
+from runtime.errors import ExportError
+from runtime.cli.process import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

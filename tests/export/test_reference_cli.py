@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from export.reference import REFERENCE_MODEL, main
-from runtime.errors import run_cli
+from runtime.cli.process import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -205,7 +205,7 @@ def test_a_chaotic_model_passes_within_its_own_noise_floor_and_says_so(chaotic_m
     cannot match it closer. The export passes on that floor and says which outputs needed it; the
     plain criterion (--noise 0) refuses it, so the floor is what decides."""
     from export.cli import main
-    from runtime.errors import run_cli
+    from runtime.cli.process import run_cli
 
     assert run_cli(main, ["--model", str(chaotic_model), "--out", str(tmp_path / "plain"), "--noise", "0"]) == 2
     assert "outputs disagree beyond tolerance" in capsys.readouterr().err
@@ -236,7 +236,7 @@ def test_a_defect_in_a_chaotic_model_still_fails(chaotic_model, tmp_path, monkey
 
 
 def test_report_statistics(two_convs):
-    from runtime.manifest import read_manifest
+    from runtime.artifacts.manifest import read_manifest
 
     v = read_manifest(two_convs[1]).verification
     r = v["outputs"]["conv_a"]["onnx"]
@@ -262,7 +262,7 @@ def test_statistics_count_nan_and_find_the_worst_element():
 
 def test_batches_are_sized_by_output_bytes_and_nothing_is_kept(two_convs, monkeypatch):
     import export.verify as verify
-    from runtime.manifest import read_manifest
+    from runtime.artifacts.manifest import read_manifest
 
     _, artifacts, fmodel, _ = two_convs
     manifest = read_manifest(artifacts)
@@ -292,7 +292,7 @@ def test_batches_are_sized_by_output_bytes_and_nothing_is_kept(two_convs, monkey
 def test_the_traced_keras_reference_gives_eagers_numbers(two_convs, keras_outputs):
     """Many batches run Keras traced into one graph (faster on big inputs): the same numbers, bit for bit."""
     from export.verify import TRACED_FROM_BATCHES, keras_reference
-    from runtime.manifest import read_manifest
+    from runtime.artifacts.manifest import read_manifest
 
     _, artifacts, fmodel, x = two_convs
     spec = read_manifest(artifacts).input
@@ -304,7 +304,7 @@ def test_the_traced_keras_reference_gives_eagers_numbers(two_convs, keras_output
 
 def test_accuracy_only_where_labels_apply(zoo_artifacts):
     from export.verify import verification_images
-    from runtime.manifest import read_manifest
+    from runtime.artifacts.manifest import read_manifest
 
     spec = read_manifest(zoo_artifacts("functional_bn")).input  # 28x28x1, 10 classes, not the reference
     assert verification_images(spec)[1] is None

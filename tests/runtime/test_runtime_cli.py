@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.cli import main
+from runtime.cli.main import main
 from runtime.compare import compare_outputs, failures
-from runtime.errors import DataError, run_cli
-from runtime.manifest import read_manifest
-from runtime.store import NpzWriter
+from runtime.errors import DataError
+from runtime.cli.process import run_cli
+from runtime.artifacts.manifest import read_manifest
+from runtime.jobs.store import NpzWriter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -350,7 +351,7 @@ def test_bad_out_and_artifacts(capsys, tmp_path, digits_npz, artifacts_copy):
 
 
 def test_out_must_end_in_npz(capsys, tmp_path, digits_npz, monkeypatch):
-    monkeypatch.setattr("runtime.run_cli.load", refuse_to_load)
+    monkeypatch.setattr("runtime.cli.run.load", refuse_to_load)
     for name in ("acts", "acts.npy", "acts.npz.tmp"):
         code, stdout, err = cli(capsys, "run", "artifacts", "--input", digits_npz, "--out", tmp_path / name)
         assert_one_line_error(code, err, f"--out '{tmp_path / name}' must end in .npz")
@@ -363,7 +364,7 @@ def refuse_to_load(*args, **kwargs):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc, which refuses new files even to root")
 def test_out_in_a_folder_that_refuses_files_is_an_error_before_loading(capsys, digits_npz, monkeypatch):
-    monkeypatch.setattr("runtime.run_cli.load", refuse_to_load)
+    monkeypatch.setattr("runtime.cli.run.load", refuse_to_load)
     code, stdout, err = cli(capsys, "run", "artifacts", "--input", digits_npz, "--out", "/proc/x.npz")
     assert_one_line_error(code, err, "cannot write '/proc/x.npz': folder '/proc' does not accept new files")
     assert stdout == ""
@@ -379,7 +380,7 @@ def test_npz_writer_reports_write_failures_as_data_errors(tmp_path, monkeypatch)
 
     target = tmp_path / "a.npz"
     target.write_bytes(b"previous results")
-    monkeypatch.setattr("runtime.store.atomic_write", full_disk)
+    monkeypatch.setattr("runtime.jobs.store.atomic_write", full_disk)
     with pytest.raises(DataError, match=f"cannot write '{re.escape(str(target))}': No space left on device"):
         with NpzWriter(target, 2) as writer:
             writer.append({"x": np.ones((2, 3), np.float32)})
@@ -427,7 +428,7 @@ def test_python_m_runtime_run_writes_what_model_run_gives(tmp_path, digits, load
 # --- pieces ---------------------------------------------------------------------------------------
 
 def test_progress_bar_only_on_a_terminal(monkeypatch):
-    from runtime.progress import progress_bar
+    from runtime.jobs.progress import progress_bar
 
     class Terminal(io.StringIO):
         def isatty(self):

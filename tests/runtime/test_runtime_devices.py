@@ -10,7 +10,7 @@ import runtime.backends
 from runtime.backends import gpu_missing
 from runtime.compare import GPU_TOLERANCE, compare_outputs, failures
 from runtime.errors import BackendError, DeviceError
-from runtime.manifest import read_manifest
+from runtime.artifacts.manifest import read_manifest
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 import runtime
 from runtime.errors import ArtifactError
-from runtime.manifest import MAX_DEPTH, MAX_MANIFEST_BYTES, Manifest, read_manifest
+from runtime.artifacts.manifest import MAX_DEPTH, MAX_MANIFEST_BYTES, Manifest, read_manifest
 
 
 @pytest.fixture(scope="module")

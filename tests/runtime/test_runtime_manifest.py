@@ -11,7 +11,7 @@ import pytest
 import runtime
 import runtime.api
 from runtime.errors import ArtifactError
-from runtime.manifest import SCHEMA_VERSION, Manifest, read_manifest
+from runtime.artifacts.manifest import SCHEMA_VERSION, Manifest, read_manifest
 
 
 def flip_byte(path: Path, at: float = 0.5) -> None:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from runtime.errors import InputError
-from runtime.manifest import InputSpec, Preprocessing
+from runtime.artifacts.manifest import InputSpec, Preprocessing
 from runtime.preprocess import is_batch, to_batch
 
 GRAY = InputSpec("image", "float32", (None, 28, 28, 1), "NHWC", Preprocessing())

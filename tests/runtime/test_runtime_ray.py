@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from runtime.cli import main
-from runtime.errors import run_cli
+from runtime.cli.main import main
+from runtime.cli.process import run_cli
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 

@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 import runtime
-from runtime.cli import main
-from runtime.errors import InputError, run_cli
-from runtime.stats import Histogram, Stats
+from runtime.cli.main import main
+from runtime.errors import InputError
+from runtime.cli.process import run_cli
+from runtime.jobs.stats import Histogram, Stats
 
 K, THRESHOLD = 5, 0.25
 

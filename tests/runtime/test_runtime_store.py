@@ -13,9 +13,10 @@ import pytest
 import zarr
 from PIL import Image
 
-from runtime.cli import main
-from runtime.errors import ArtifactError, DataError, run_cli
-from runtime.store import ZARR_CODEC, NpzWriter, ZarrWriter, chunk_rows
+from runtime.cli.main import main
+from runtime.errors import ArtifactError, DataError
+from runtime.cli.process import run_cli
+from runtime.jobs.store import ZARR_CODEC, NpzWriter, ZarrWriter, chunk_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 

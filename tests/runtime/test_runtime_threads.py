@@ -62,7 +62,7 @@ def test_tf_threads_too_late_is_a_warning_naming_the_current_setting(reference_a
 
 @pytest.mark.parametrize("workers", [1, 3])
 def test_pipelined_consumes_everything_and_hands_back_a_workers_error(workers):
-    from runtime.pipeline import Pipelined
+    from runtime.jobs.pipeline import Pipelined
 
     seen, lock = [], threading.Lock()
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import runtime.api
-from runtime.errors import run_cli
-from runtime.signals import terminate_as_interrupt
+from runtime.cli.process import run_cli
+from runtime.cli.process import terminate_as_interrupt
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from runtime.cli import main
-from runtime.errors import run_cli
+from runtime.cli.main import main
+from runtime.cli.process import run_cli
 from serving import ROOT  # tests/serving.py
 
 

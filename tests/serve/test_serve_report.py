@@ -35,7 +35,7 @@ def test_command_writes_the_section_alone(tmp_path, capsys):
     import json
 
     from benchmarks.serve_report import main
-    from runtime.errors import run_cli
+    from runtime.cli.process import run_cli
 
     source = tmp_path / "run.json"
     source.write_text(json.dumps({"datetime": "2026-11-26T17:00:00", "benchmarks": [{"extra_info": LOAD}],

@@ -8,9 +8,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from runtime.cli import main
-from runtime.errors import run_cli
-from runtime.manifest import read_manifest
+from runtime.cli.main import main
+from runtime.cli.process import run_cli
+from runtime.artifacts.manifest import read_manifest
 
 
 def triton_cli(capsys, *argv) -> tuple[int, str, str]:

@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # the library never uses pyplot; this guards the tests that do
 
-from runtime.manifest import InputSpec, Manifest, OutputSpec, Preprocessing  # noqa: E402
+from runtime.artifacts.manifest import InputSpec, Manifest, OutputSpec, Preprocessing  # noqa: E402
 
 
 def make_manifest() -> Manifest:

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.errors import ArtifactError, DataError, run_cli
+from runtime.errors import ArtifactError, DataError
+from runtime.cli.process import run_cli
 from viz import gallery
 
 
 def make_stats(artifacts, images, out: Path, **options) -> Path:
-    from runtime.stats import stats
+    from runtime.jobs.stats import stats
 
     stats(str(artifacts), images, **options).write(out)
     return out

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.errors import InputError, run_cli
-from runtime.mnist import shipped_digits
+from runtime.errors import InputError
+from runtime.cli.process import run_cli
+from runtime.data.mnist import shipped_digits
 from viz.cli import main, select_layers, write_figures
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ def test_write_figures_on_a_fake_model(tmp_path, fake_model):
 
 
 def test_write_figures_file_names_are_never_paths(tmp_path, fake_model):
-    from runtime.manifest import OutputSpec
+    from runtime.artifacts.manifest import OutputSpec
 
     odd = OutputSpec("../block/conv", "conv", "Conv2D", (None, 26, 26, 32), "NHWC", "feature_map")
     fake_model.manifest.outputs[1] = odd

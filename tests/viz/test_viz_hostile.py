@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import run_cli
-from runtime.manifest import OutputSpec
+from runtime.cli.process import run_cli
+from runtime.artifacts.manifest import OutputSpec
 from viz.cli import file_names, main, write_figures
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,10 +14,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write
-from .errors import ArtifactError
-from .hashing import MANIFEST, file_error, file_state, tree_files
-from .paths import confine, relative_path, safe_name
+from runtime.artifacts.atomic import atomic_write
+from runtime.errors import ArtifactError
+from runtime.artifacts.hashing import MANIFEST, file_error, file_state, tree_files
+from runtime.artifacts.paths import confine, relative_path, safe_name
 
 SCHEMA_VERSION = 1
 ONNX_FILE = "model.onnx"

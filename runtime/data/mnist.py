@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
-from .errors import DataError
+from runtime.artifacts.atomic import atomic_write
+from runtime.errors import DataError
 
-SHIPPED_DIGITS = Path(__file__).parent / "data" / "mnist_test_digits.npz"
+SHIPPED_DIGITS = Path(__file__).parent / "mnist_test_digits.npz"
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 KERAS_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 KEYS = ("x_train", "y_train", "x_test", "y_test")

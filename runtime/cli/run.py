@@ -11,13 +11,15 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .api import DEVICES, Model, load
-from .backends import BACKENDS
-from .errors import DataError, comma_list
-from .pipeline import Pipelined
-from .progress import progress_bar
-from .sources import DEFAULT_KEY, Batch, Source, batches, expand_inputs, open_source
-from .store import check_out, open_writer, summary
+from runtime.api import DEVICES, Model
+from runtime.backends import BACKENDS
+from runtime.errors import DataError
+from runtime.cli.args import comma_list
+from runtime.jobs.engine import load_model
+from runtime.jobs.pipeline import Pipelined
+from runtime.jobs.progress import progress_bar
+from runtime.jobs.sources import DEFAULT_KEY, Batch, Source, batches, expand_inputs, open_source
+from runtime.jobs.store import check_out, open_writer, summary
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,23 +54,6 @@ def add_parser(sub) -> None:
     run.set_defaults(func=cmd_run)
 
 
-def load_model(artifacts, backend: str = "onnx", device: str = "cpu", threads: int | None = None) -> Model:
-    """The model for a pipelined job (here or in a Ray actor): onnxruntime's threads do not spin-wait.
-
-    threads: onnxruntime's intra-op threads (default: one per core).
-
-    Spinning kept both cores busy while the writer thread compressed the previous batch: without
-    it `run` to Zarr measured about 30% faster and 25% less CPU per image on 2 cores.
-    """
-    options = {}
-    if backend == "onnx":
-        from .backends.onnx import session_options
-
-        options["session_options"] = opts = session_options(threads)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return load(artifacts, backend=backend, device=device, **options)
-
-
 def open_inputs(args: argparse.Namespace, model: Model) -> list[Source]:
     return [open_source(p, model.input_spec, args.batch_size, args.key, args.invert) for p in args.paths]
 
@@ -77,7 +62,7 @@ def results(args: argparse.Namespace, model: Model, sources: list[Source], names
     """(batch, {output name: maps}) in input order, computed here or on Ray."""
     items: Iterable[Batch] = batches(sources, model.input_spec, args.batch_size)
     if args.ray is not None:
-        from .ray_exec import ray_maps
+        from runtime.jobs.ray_exec import ray_maps
 
         return ray_maps(args.ray, model, items, names)
     return ((b, model.run(b.images, names)) for b in items)

@@ -19,11 +19,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .api import Model
-from .errors import BackendError
-from .signals import Interrupted
-from .sources import Batch
-from .stats import Stats
+from runtime.api import Model
+from runtime.errors import BackendError
+from runtime.errors import Interrupted
+from runtime.jobs.sources import Batch
+from runtime.jobs.stats import Stats
 
 
 def connect(address: str | None) -> None:
@@ -69,7 +69,7 @@ class _Worker:
     """A Ray actor: loads the model once, then maps batches of pixels to maps or to a partial Stats."""
 
     def __init__(self, artifacts: str, backend: str, device: str, names: list[str], stats: bytes | None):
-        from .run_cli import load_model  # in the worker process
+        from runtime.jobs.engine import load_model  # in the worker process
 
         self.model = load_model(artifacts, backend, device)
         self.names = names

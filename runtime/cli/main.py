@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from . import run_cli, stats_cli
-from .backends import BACKENDS, installed_backends, runner_class
-from .errors import ArgumentParser, ArtifactError
-from .hashing import file_state
-from .manifest import Manifest, belongs_to, read_manifest, verify_files_against
-from .serve.command import add_serve_parser
-from .triton import add_triton_parser
+from runtime.cli import run as run_cli
+from runtime.cli import stats as stats_cli
+from runtime.backends import BACKENDS, installed_backends, runner_class
+from runtime.cli.args import ArgumentParser
+from runtime.errors import ArtifactError
+from runtime.artifacts.hashing import file_state
+from runtime.artifacts.manifest import Manifest, belongs_to, read_manifest, verify_files_against
+from runtime.serve.server import add_serve_parser
+from runtime.serve.triton import add_triton_parser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

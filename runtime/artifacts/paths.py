@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
-from .errors import ArtifactError
+from runtime.errors import ArtifactError
 
 # A name that is safe as a file name, an npz/zarr member, a TF signature key and an ONNX name.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")

@@ -13,9 +13,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import DataError, InputError
-from .manifest import InputSpec
-from .preprocess import as_nhwc, is_batch, to_batch
+from runtime.errors import DataError, InputError
+from runtime.artifacts.manifest import InputSpec
+from runtime.preprocess import as_nhwc, is_batch, to_batch
 
 ARRAY_SUFFIXES = (".npz", ".npy")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -77,7 +77,7 @@ def open_source(path: Path, spec: InputSpec, batch_size: int, key: str | None = 
         DataError: unreadable array, or a missing or ambiguous key.
     """
     if not is_zarr(path) and path.suffix.lower() not in ARRAY_SUFFIXES:
-        from .images import read_image  # Pillow, only when image files are given
+        from runtime.images import read_image  # Pillow, only when image files are given
 
         return Source(path, 1, lambda: iter([read_image(path, spec, invert)]), lambda i: str(path), True)
     array, member = read_array(path, key)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
-from .errors import DataError
-from .hashing import MANIFEST, sha256_file
-from .manifest import Manifest
-from .paths import confine, safe_name
+from runtime.artifacts.atomic import atomic_write
+from runtime.errors import DataError
+from runtime.artifacts.hashing import MANIFEST, sha256_file
+from runtime.artifacts.manifest import Manifest
+from runtime.artifacts.paths import confine, safe_name
 
 SUFFIXES = (".npz", ".zarr")
 # Blosc with LZ4 at level 6, no shuffle: on ReLU maps (70-80% exact zeros) it measured 0.295x the raw
@@ -247,8 +247,8 @@ class ZarrWriter(_Writer):
         if self.shard_rows:
             from concurrent.futures import ThreadPoolExecutor
 
-            from .pipeline import usable_cores
-            from .shards import ShardFiles
+            from runtime.jobs.pipeline import usable_cores
+            from runtime.jobs.shards import ShardFiles
 
             # One writer thread compressing while the model computes on the other core(s) left a core
             # idle half the time: compression costs more CPU per image than the model's compute.

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .errors import InputError
+from runtime.errors import InputError
 
 MIN_EXP = -16  # the range is at least [0, 2**-16): the same range whatever the order of the data
 

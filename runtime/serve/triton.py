@@ -12,10 +12,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .atomic import umask
-from .errors import DataError, UsageError
-from .manifest import ONNX_FILE, Manifest, read_manifest, verify_files_against
-from .paths import confine
+from runtime.artifacts.atomic import umask
+from runtime.errors import DataError, UsageError
+from runtime.artifacts.manifest import ONNX_FILE, Manifest, read_manifest, verify_files_against
+from runtime.artifacts.paths import confine
 
 CONFIG = "config.pbtxt"
 VERSION = "1"
@@ -40,7 +40,7 @@ def add_triton_parser(sub) -> None:
 
 
 def cmd_triton(args: argparse.Namespace) -> int:
-    from .serve.command import model_name
+    from runtime.serve.server import model_name
 
     manifest = read_manifest(args.artifacts, verify_files=False)
     name = model_name(manifest, args.name)

@@ -29,13 +29,13 @@ from typing import Iterable
 
 import numpy as np
 
-from .atomic import umask
-from .errors import DataError, InputError
-from .hashing import MANIFEST, sha256_file
-from .histogram import Histogram
-from .manifest import Manifest
-from .paths import safe_name
-from .preprocess import as_nhwc, to_batch
+from runtime.artifacts.atomic import umask
+from runtime.errors import DataError, InputError
+from runtime.artifacts.hashing import MANIFEST, sha256_file
+from runtime.jobs.histogram import Histogram
+from runtime.artifacts.manifest import Manifest
+from runtime.artifacts.paths import safe_name
+from runtime.preprocess import as_nhwc, to_batch
 
 SCHEMA = "featuremaps.stats/1"
 NEARLY_DEAD = 0.01  # active on fewer than 1% of images
@@ -304,7 +304,7 @@ def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, out
     Args:
         model: a loaded runtime.Model, or an artifacts folder (loaded with the onnx backend).
         images: an array of images ([N,H,W] or [N,H,W,C], uint8 pixels or preprocessed floats; a
-            memory-mapped array is read one batch at a time), or an iterable of runtime.sources.Batch.
+            memory-mapped array is read one batch at a time), or an iterable of runtime.jobs.sources.Batch.
         k, bins, threshold: top-k size, histogram bins (a power of two), the "dead" threshold.
         outputs: feature-map outputs to cover (default: all of them).
         sources: one name per row of an array input (e.g. file names), written to sources.txt.
@@ -314,9 +314,9 @@ def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, out
     Returns:
         a Stats; .write(folder) writes it, .merge(other) adds another partial.
     """
-    from .api import load
-    from .progress import progress_bar
-    from .sources import Batch
+    from runtime.api import load
+    from runtime.jobs.progress import progress_bar
+    from runtime.jobs.sources import Batch
 
     if not hasattr(model, "run"):
         with load(model) as loaded:

@@ -6,12 +6,13 @@ import threading
 import time
 from pathlib import Path
 
-from .hashing import MANIFEST, sha256_file
-from .pipeline import Pipelined, usable_cores
-from .progress import progress_bar
-from .run_cli import add_input_arguments, load_model, open_inputs
-from .sources import batches, expand_inputs
-from .stats import Stats, check_out
+from runtime.artifacts.hashing import MANIFEST, sha256_file
+from runtime.jobs.pipeline import Pipelined, usable_cores
+from runtime.jobs.progress import progress_bar
+from runtime.cli.run import add_input_arguments, open_inputs
+from runtime.jobs.engine import load_model
+from runtime.jobs.sources import batches, expand_inputs
+from runtime.jobs.stats import Stats, check_out
 
 
 def add_parser(sub) -> None:
@@ -45,7 +46,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         names = list(result.outputs)
         with progress_bar(total, args.quiet) as bar:
             if args.ray is not None:
-                from .ray_exec import ray_stats
+                from runtime.jobs.ray_exec import ray_stats
 
                 for partial in ray_stats(args.ray, model, items, result):
                     result.merge(partial)

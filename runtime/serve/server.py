@@ -10,11 +10,11 @@ import gc
 import socket
 from pathlib import Path
 
-from ..api import DEVICES, load
-from ..backends import BACKENDS
-from ..errors import UsageError
-from ..manifest import Manifest
-from ..paths import safe_name
+from runtime.api import DEVICES, load
+from runtime.backends import BACKENDS
+from runtime.errors import UsageError
+from runtime.artifacts.manifest import Manifest
+from runtime.artifacts.paths import safe_name
 
 GRACEFUL_SHUTDOWN_S = 30  # how long in-flight requests may take to finish after SIGINT/SIGTERM
 
@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from .app import create_app
+        from runtime.serve.app import create_app
     except ImportError as exc:
         raise UsageError(f"`serve` needs the [serve] extra ({exc}); install it with "
                          "`pip install 'featuremaps[serve]'`") from None

@@ -4,6 +4,18 @@ Every message says what was expected, what was received, and what is available.
 """
 from __future__ import annotations
 
+import re
+
+# How a message names one of the caller's parameters: `out`, or `force=True` for a switch. Python
+# callers read the parameter; the CLIs show its flag instead (--out, --force: runtime.cli.process.as_flags),
+# so library code never names a flag. Only parameters are written this way in messages.
+PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)(?:=True)?`")
+
+
+def param(name: str, switch: bool = False) -> str:
+    """A parameter's name as messages write it (see PARAMETER): param("out") -> `out`, param("force", True) -> `force=True`."""
+    return f"`{name}=True`" if switch else f"`{name}`"
+
 
 class FeatureMapsError(Exception):
     """Base class: an expected failure caused by the user's input or environment."""

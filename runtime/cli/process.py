@@ -4,14 +4,15 @@ SIGTERM cleans up like Ctrl-C (it becomes KeyboardInterrupt in the main thread, 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
 import warnings
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
-from runtime.errors import FeatureMapsError, FeatureMapsWarning, Interrupted
+from runtime.errors import PARAMETER, FeatureMapsError, FeatureMapsWarning, Interrupted
 
 REDELIVER_S = 0.01  # how soon a swallowed interrupt is raised again: a finalizer has returned by then
 
@@ -74,27 +75,38 @@ def terminate_as_interrupt() -> Iterator[None]:
         raise Interrupted(swallowed.pop())
 
 
-def _one_line_warnings(show: Callable) -> Callable:
+def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
+    """A library message in CLI words, on one line: each parameter it names (see runtime.errors.param)
+    becomes its flag, `name` or `name=True` -> --name (underscores as dashes) unless `flags` maps it."""
+    def flag(match: re.Match) -> str:
+        return (flags or {}).get(match[1]) or "--" + match[1].replace("_", "-")
+
+    return " ".join(PARAMETER.sub(flag, str(message)).split())
+
+
+def _one_line_warnings(show: Callable, flags: Mapping[str, str] | None) -> Callable:
     """A warnings.showwarning that prints project warnings as 'warning: ...' on stderr, like errors."""
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, FeatureMapsWarning):
-            print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+            print(f"warning: {as_flags(message, flags)}", file=file or sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)
 
     return showwarning
 
 
-def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None,
+            flags: Mapping[str, str] | None = None) -> int:
     """Run a CLI entry point: project errors become one line on stderr and exit code 2; a closed
     stdout (`| head`) ends quietly with 141.
 
-    Anything else is a bug and propagates with its traceback.
+    The parameters that messages name are shown as flags (as_flags; `flags` maps the parameters
+    whose flag is not --name). Anything else is a bug and propagates with its traceback.
     """
     try:
         with terminate_as_interrupt(), warnings.catch_warnings():  # SIGTERM cleans up like Ctrl-C
-            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            warnings.showwarning = _one_line_warnings(warnings.showwarning, flags)
             code = main(argv)
             sys.stdout.flush()  # a reader that has gone (`| head`) shows here, not as a traceback at exit
             return code
@@ -103,8 +115,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
             raise
         return 141  # what a shell reports for a tool ended by SIGPIPE
     except FeatureMapsError as exc:
-        message = " ".join(str(exc).split())  # one line, whatever the message held
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {as_flags(str(exc), flags)}", file=sys.stderr)  # one line, whatever the message held
         return 2
     except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)

@@ -6,6 +6,7 @@ import pytest
 
 import runtime
 from export.pipeline import ExportOptions, export_model
+from runtime.artifacts.manifest import Preprocessing
 from runtime.compare import compare_outputs, failures
 from zoo import digits_as
 

@@ -1,4 +1,4 @@
-"""`python -m runtime`: see runtime/cli.py."""
+"""`python -m runtime`: see runtime/cli/main.py."""
 from runtime.cli.main import main
 from runtime.cli.process import run_cli
 

@@ -10,7 +10,7 @@ Conversion rules:
   when `invert` is set, so that they are black after the inversion too.
 - Grayscale models are taken to expect light strokes on a dark background (the MNIST
   convention): a grayscale image whose border is bright (looks_inverted) gets one
-  InvertedImageWarning per process, naming `--invert`, unless `invert` is set.
+  InvertedImageWarning per process, naming `invert=True`, unless `invert` is set.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def warn_if_inverted(pixels: np.ndarray, spec: InputSpec, source: str = "the ima
         _warned = True
         warnings.warn(InvertedImageWarning(
             f"{source} looks like dark strokes on a light background (its border is bright), but the model "
-            "expects light strokes on a dark background, as in MNIST: pass --invert (invert=True) if so; "
+            "expects light strokes on a dark background, as in MNIST: pass `invert=True` if so; "
             "this is said once"), stacklevel=3)
     return True
 

@@ -127,7 +127,7 @@ def test_dark_on_light_file_warns_once_naming_invert(tmp_path, digit, fresh_warn
     from runtime.images import InvertedImageWarning
 
     Image.fromarray(255 - digit).save(tmp_path / "paper.png")
-    with pytest.warns(InvertedImageWarning, match=r"paper.png' looks like dark strokes .* pass --invert"):
+    with pytest.warns(InvertedImageWarning, match=r"paper.png' looks like dark strokes .* pass `invert=True`"):
         read_image(tmp_path / "paper.png", spec())
     import warnings
 

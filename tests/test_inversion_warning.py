@@ -7,7 +7,7 @@ from PIL import Image
 
 import runtime.images
 import viz.cli
-from runtime import cli as runtime_cli
+from runtime.cli import main as runtime_cli
 from runtime.cli.process import run_cli
 from runtime.data.mnist import shipped_digits
 

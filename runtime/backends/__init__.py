@@ -16,12 +16,22 @@ Adding a backend is one module here plus one line in BACKENDS.
 from __future__ import annotations
 
 import importlib
+from typing import NamedTuple
 
 from runtime.errors import BackendError
 
+
+class Backend(NamedTuple):
+    """Where a backend's runner is, and the package its framework comes from (checked without importing it)."""
+
+    module: str
+    cls: str
+    package: str
+
+
 BACKENDS = {
-    "onnx": ("runtime.backends.onnx", "OnnxRunner", "onnxruntime"),
-    "tf": ("runtime.backends.tf", "TFRunner", "tensorflow"),
+    "onnx": Backend("runtime.backends.onnx", "OnnxRunner", "onnxruntime"),
+    "tf": Backend("runtime.backends.tf", "TFRunner", "tensorflow"),
 }
 
 
@@ -33,12 +43,12 @@ def runner_class(backend: str):
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; available: {sorted(BACKENDS)}")
-    module, cls, package = BACKENDS[backend]
+    entry = BACKENDS[backend]
     try:
-        return getattr(importlib.import_module(module), cls)
+        return getattr(importlib.import_module(entry.module), entry.cls)
     except ImportError as exc:
         raise BackendError(
-            f"backend {backend!r} needs the {package!r} package, which is not importable here ({exc}); "
+            f"backend {backend!r} needs the {entry.package!r} package, which is not importable here ({exc}); "
             f"install it with `pip install 'featuremaps[{backend}]'`; installed backends: {installed_backends()}"
         ) from None
 
@@ -49,7 +59,7 @@ def gpu_missing(backend: str) -> str | None:
     A backend that is not installed has no GPU either; unknown backends still raise.
     """
     if backend in BACKENDS and backend not in installed_backends():
-        return f"backend {backend!r} is not installed (needs the {BACKENDS[backend][2]!r} package)"
+        return f"backend {backend!r} is not installed (needs the {BACKENDS[backend].package!r} package)"
     return runner_class(backend).gpu_missing()
 
 
@@ -57,4 +67,4 @@ def installed_backends() -> list[str]:
     """Backends whose framework can be found, without importing it."""
     from importlib.util import find_spec
 
-    return [name for name, (_, _, package) in BACKENDS.items() if find_spec(package) is not None]
+    return [name for name, entry in BACKENDS.items() if find_spec(entry.package) is not None]

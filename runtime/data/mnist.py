@@ -42,7 +42,7 @@ def find_mnist(path: str | os.PathLike | None = None, download: bool = True) -> 
     Raises:
         DataError: an explicitly given path does not exist, or the download fails.
     """
-    for source, candidate in (("--data", path), ("MNIST_NPZ", os.environ.get("MNIST_NPZ"))):
+    for source, candidate in (("`path`", path), ("MNIST_NPZ", os.environ.get("MNIST_NPZ"))):
         if candidate:
             if not Path(candidate).is_file():
                 raise DataError(f"MNIST file from {source} not found: {candidate} (expected Keras' mnist.npz)")
@@ -54,7 +54,7 @@ def find_mnist(path: str | os.PathLike | None = None, download: bool = True) -> 
 
 
 def _download(target: Path) -> Path:
-    hint = "point at a local copy with --data PATH or the MNIST_NPZ environment variable"
+    hint = "point at a local copy with `path` or the MNIST_NPZ environment variable"
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_write(target) as out, urllib.request.urlopen(KERAS_URL, timeout=30) as resp:

@@ -1,7 +1,14 @@
-"""What every dataset job (run, stats, their Ray actors) shares: the model loaded for pipelined work."""
+"""What every dataset job (run, stats, their Ray actors) shares: the model loaded for pipelined work, the
+inputs a job reads (JobInputs), and the batches of maps computed here or on Ray."""
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
 from runtime.api import Model, load
+from runtime.jobs.sources import Batch, Source, batches, expand_inputs, open_source
 
 
 def load_model(artifacts, backend: str = "onnx", device: str = "cpu", threads: int | None = None) -> Model:
@@ -19,3 +26,57 @@ def load_model(artifacts, backend: str = "onnx", device: str = "cpu", threads: i
         options["session_options"] = opts = session_options(threads)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return load(artifacts, backend=backend, device=device, **options)
+
+
+@dataclass(kw_only=True)
+class JobInputs:
+    """What a dataset job reads, and where and how it runs the model.
+
+    Attributes:
+        artifacts: the folder written by `python -m export`.
+        inputs: .npz / .npy arrays, Zarr arrays or groups, image files or folders of them; quoted globs expand.
+        key: the array to read from .npz or Zarr group inputs (default: "x_test", else the only array).
+        backend, device: as runtime.load takes them ("onnx" or "tf"; "cpu", "gpu" or "auto").
+        outputs: output names to compute (default: all; for statistics, every feature map).
+        batch_size: images per batch.
+        invert: invert image files (dark digits on a light background).
+        ray: None runs here; else a Ray cluster's address ("": $RAY_ADDRESS, else a local Ray runtime).
+        quiet: no progress bar (there is none when stderr is not a terminal).
+    """
+
+    artifacts: str | os.PathLike
+    inputs: Sequence[str | os.PathLike]
+    key: str | None = None
+    backend: str = "onnx"
+    device: str = "cpu"
+    outputs: list[str] | None = None
+    batch_size: int = 256
+    invert: bool = False
+    ray: str | None = None
+    quiet: bool = False
+
+
+
+def input_paths(job: JobInputs) -> list[Path]:
+    """`job.inputs` expanded (runtime.jobs.sources.expand_inputs): cheap to check before the model is loaded.
+
+    Raises:
+        DataError: a path that does not exist, a glob matching nothing, or a folder without image files.
+    """
+    inputs = [job.inputs] if isinstance(job.inputs, (str, os.PathLike)) else job.inputs
+    return expand_inputs([os.fspath(p) for p in inputs])
+
+
+def open_inputs(paths: Sequence[Path], model: Model, job: JobInputs) -> list[Source]:
+    """The expanded input paths (runtime.jobs.sources.expand_inputs) as Sources, read as `job` says."""
+    return [open_source(p, model.input_spec, job.batch_size, job.key, job.invert) for p in paths]
+
+
+def results(job: JobInputs, model: Model, sources: list[Source], names: list[str]) -> Iterator[tuple]:
+    """(batch, {output name: maps}) in input order, computed here or on Ray."""
+    items: Iterable[Batch] = batches(sources, model.input_spec, job.batch_size)
+    if job.ray is not None:
+        from runtime.jobs.ray_exec import ray_maps
+
+        return ray_maps(job.ray, model, items, names)
+    return ((b, model.run(b.images, names)) for b in items)

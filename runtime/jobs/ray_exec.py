@@ -31,7 +31,7 @@ def connect(address: str | None) -> None:
     try:
         import ray
     except ImportError:
-        raise BackendError("--ray needs Ray: pip install 'featuremaps[ray]'") from None
+        raise BackendError("`ray` needs Ray: pip install 'featuremaps[ray]'") from None
     if ray.is_initialized():
         return
     _check_reachable(address or os.environ.get("RAY_ADDRESS", ""))

@@ -124,7 +124,7 @@ def _read_zarr(path: Path, key: str | None):
             name = _pick_key(path, sorted(n for n, _ in node.arrays()), key)
             return node[name], f":{name}"
         if key is not None:
-            raise DataError(f"{str(path)!r} is a single Zarr array; --key {key!r} applies to groups and .npz files")
+            raise DataError(f"{str(path)!r} is a single Zarr array; `key` {key!r} applies to groups and .npz files")
         return node, ""
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"cannot read Zarr input {str(path)!r}: {' '.join(str(exc).split())}") from None
@@ -139,7 +139,7 @@ def _pick_key(path: Path, keys: list[str], key: str | None) -> str:
         return DEFAULT_KEY
     if len(keys) == 1:
         return keys[0]
-    raise DataError(f"{str(path)!r} holds arrays {keys} and none is named {DEFAULT_KEY!r}; choose one with --key")
+    raise DataError(f"{str(path)!r} holds arrays {keys} and none is named {DEFAULT_KEY!r}; choose one with `key`")
 
 
 @dataclass

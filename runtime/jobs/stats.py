@@ -275,9 +275,9 @@ def check_out(folder: str | os.PathLike) -> Path:
     """
     folder = Path(folder)
     if folder.exists() and not (folder.is_dir() and not folder.is_symlink() and (folder / "stats.json").is_file()):
-        raise DataError(f"--out {str(folder)!r} exists and is not a stats folder; refusing to replace it")
+        raise DataError(f"`out` {str(folder)!r} exists and is not a stats folder; refusing to replace it")
     if not folder.parent.is_dir():
-        raise DataError(f"--out {str(folder)!r}: folder {str(folder.parent)!r} does not exist")
+        raise DataError(f"`out` {str(folder)!r}: folder {str(folder.parent)!r} does not exist")
     return folder
 
 

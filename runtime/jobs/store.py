@@ -38,7 +38,7 @@ def cannot_write(path: Path, exc: OSError, what: str = "") -> DataError:
 
 
 def check_out(path: Path) -> Path:
-    """--out, checked before anything is loaded: an .npz file or .zarr store in a folder that accepts new files.
+    """`out`, checked before anything is loaded: an .npz file or .zarr store in a folder that accepts new files.
 
     An existing .zarr target must be a Zarr store (it is replaced on success); nothing else is replaced.
 
@@ -48,14 +48,14 @@ def check_out(path: Path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         if path.is_dir():
-            raise DataError(f"--out {str(path)!r} is a folder; expected the path of an .npz file or a .zarr store")
-        raise DataError(f"--out {str(path)!r} must end in .npz (one archive) or .zarr (a chunked Zarr v3 store)")
+            raise DataError(f"`out` {str(path)!r} is a folder; expected the path of an .npz file or a .zarr store")
+        raise DataError(f"`out` {str(path)!r} must end in .npz (one archive) or .zarr (a chunked Zarr v3 store)")
     if suffix == ".npz" and path.is_dir():
-        raise DataError(f"--out {str(path)!r} is a folder; expected the path of an .npz file to write")
+        raise DataError(f"`out` {str(path)!r} is a folder; expected the path of an .npz file to write")
     if suffix == ".zarr" and path.exists() and not _is_zarr_store(path):
-        raise DataError(f"--out {str(path)!r} exists and is not a Zarr store; refusing to replace it")
+        raise DataError(f"`out` {str(path)!r} exists and is not a Zarr store; refusing to replace it")
     if not path.parent.is_dir():
-        raise DataError(f"--out {str(path)!r}: folder {str(path.parent)!r} does not exist")
+        raise DataError(f"`out` {str(path)!r}: folder {str(path.parent)!r} does not exist")
     try:  # os.access alone passes for root where creating still fails (read-only mounts, /proc)
         if not os.access(path.parent, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
@@ -186,7 +186,7 @@ class NpzWriter(_Writer):
         extra = {} if sources is None else {SOURCES: np.array(sources, dtype=str)}
         if SOURCES in extra and SOURCES in self.files:
             raise DataError(f"an output is named {SOURCES!r}, like the member that names each row's source file; "
-                            "leave it out with --outputs")
+                            "leave it out with `outputs`")
         method = zipfile.ZIP_DEFLATED if self.compress else zipfile.ZIP_STORED
         try:
             for name, array in extra.items():

@@ -200,7 +200,7 @@ def test_mnist_offline_message(monkeypatch, tmp_path):
     monkeypatch.delenv("MNIST_NPZ", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr(mnist, "KERAS_URL", "http://127.0.0.1:9/mnist.npz")  # a closed port: offline
-    with pytest.raises(DataError, match="--data PATH or the MNIST_NPZ"):
+    with pytest.raises(DataError, match="local copy with `path` or the MNIST_NPZ"):
         mnist.load_mnist()
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no partial download left
     with pytest.raises(DataError, match="not found"):

@@ -145,8 +145,8 @@ def test_info_on_a_folder_no_backend_can_load(capsys, onnx_only):
 def test_info_on_an_onnx_only_deployment_imports_no_tensorflow(onnx_only):
     code = f"""
 import contextlib, io, json, sys
-from runtime.cli import main
-from runtime.errors import DataError, run_cli
+from runtime.cli.main import main
+from runtime.cli.process import run_cli
 with contextlib.redirect_stdout(io.StringIO()) as out:
     code = run_cli(main, ["info", {str(onnx_only)!r}, "--backend", "onnx"])
 print(json.dumps({{"code": code, "tf": "tensorflow" in sys.modules, "out": out.getvalue()}}))
@@ -351,7 +351,7 @@ def test_bad_out_and_artifacts(capsys, tmp_path, digits_npz, artifacts_copy):
 
 
 def test_out_must_end_in_npz(capsys, tmp_path, digits_npz, monkeypatch):
-    monkeypatch.setattr("runtime.cli.run.load", refuse_to_load)
+    monkeypatch.setattr("runtime.jobs.engine.load", refuse_to_load)
     for name in ("acts", "acts.npy", "acts.npz.tmp"):
         code, stdout, err = cli(capsys, "run", "artifacts", "--input", digits_npz, "--out", tmp_path / name)
         assert_one_line_error(code, err, f"--out '{tmp_path / name}' must end in .npz")
@@ -364,7 +364,7 @@ def refuse_to_load(*args, **kwargs):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc, which refuses new files even to root")
 def test_out_in_a_folder_that_refuses_files_is_an_error_before_loading(capsys, digits_npz, monkeypatch):
-    monkeypatch.setattr("runtime.cli.run.load", refuse_to_load)
+    monkeypatch.setattr("runtime.jobs.engine.load", refuse_to_load)
     code, stdout, err = cli(capsys, "run", "artifacts", "--input", digits_npz, "--out", "/proc/x.npz")
     assert_one_line_error(code, err, "cannot write '/proc/x.npz': folder '/proc' does not accept new files")
     assert stdout == ""

@@ -81,7 +81,8 @@ def test_unknown_backend_lists_the_known_ones(reference_artifacts):
 
 
 def test_a_backend_whose_package_is_missing(reference_artifacts, monkeypatch):
-    monkeypatch.setitem(runtime.backends.BACKENDS, "fake", ("featuremaps_no_such_module", "Runner", "no_such_pkg"))
+    fake = runtime.backends.Backend("featuremaps_no_such_module", "Runner", "no_such_pkg")
+    monkeypatch.setitem(runtime.backends.BACKENDS, "fake", fake)
     assert "fake" not in runtime.installed_backends()
     assert {"onnx", "tf"} <= set(runtime.installed_backends())
     with pytest.raises(BackendError, match="backend 'fake' needs the 'no_such_pkg' package, which is not importable"):

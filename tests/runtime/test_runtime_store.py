@@ -200,8 +200,8 @@ def test_local_run_never_imports_ray(tmp_path, reference_artifacts):
     np.save(tmp_path / "x.npy", np.zeros((3, 28, 28), np.uint8))
     code = f"""
 import json, sys
-from runtime.cli import main
-from runtime.errors import run_cli
+from runtime.cli.main import main
+from runtime.cli.process import run_cli
 code = run_cli(main, ["run", {str(reference_artifacts)!r}, "--input", {str(tmp_path / 'x.npy')!r},
                       "--out", {str(tmp_path / 'a.zarr')!r}])
 code += run_cli(main, ["stats", {str(reference_artifacts)!r}, "--input", {str(tmp_path / 'x.npy')!r},

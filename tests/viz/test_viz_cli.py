@@ -135,7 +135,7 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(
     (tmp_path / "notes.txt").write_text("not a picture\n")
     args = [a.format(tmp=tmp_path) for a in args]
     out = tmp_path / "figures"
-    assert run_cli(main, [str(reference_artifacts), "--out", str(out), *args]) == 2
+    assert run_cli(main, [str(reference_artifacts), "--out", str(out), *args], flags={"path": "--data"}) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("error: ") and captured.err.count("\n") == 1

@@ -1,0 +1,90 @@
+"""The `run` job: feature maps of many images into an .npz or a Zarr store, computed here or on Ray.
+
+    result = extract(ExtractOptions(artifacts="artifacts", inputs=["digits/*.png"], out=Path("acts.zarr")))
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import DataError
+from runtime.jobs.engine import JobInputs, input_paths, load_model, open_inputs, results
+from runtime.jobs.pipeline import Pipelined
+from runtime.jobs.progress import progress_bar
+from runtime.jobs.store import check_out, open_writer, summary
+
+
+@dataclass(kw_only=True)
+class ExtractOptions(JobInputs):
+    """What `extract` reads (JobInputs) and writes.
+
+    Attributes:
+        out: the .npz file or .zarr store to write (built beside it, moved into place on success).
+        compress: deflate the .npz (slow; a .zarr store is always compressed, with multi-threaded Blosc LZ4).
+    """
+
+    out: str | os.PathLike
+    compress: bool = False
+
+
+@dataclass
+class ExtractResult:
+    """What `extract` wrote: where, how many images, each output's array shape, where it ran, how long it took."""
+
+    out: Path
+    images: int
+    shapes: dict[str, tuple]
+    backend: str
+    device: str
+    on_ray: bool
+    seconds: float
+
+    @property
+    def where(self) -> str:
+        """"onnx on cpu", or "onnx on cpu, Ray"."""
+        return f"{self.backend} on {self.device}" + (", Ray" if self.on_ray else "")
+
+
+def extract(options: ExtractOptions) -> ExtractResult:
+    """Extract the feature maps of every input image into `options.out`, one array per output.
+
+    Memory: a few batches of inputs and outputs at a time (one computed, up to two waiting to be
+    written), plus every .npz input array (read whole; .npy and Zarr inputs are read batch by batch).
+
+    Raises:
+        DataError: a bad `out`, `compress` with a Zarr store, unreadable inputs, a failed write.
+        ArtifactError, BackendError, DeviceError, InputError: as runtime.load and Model.run raise them.
+    """
+    started = time.perf_counter()
+    out = check_out(Path(options.out))
+    if options.compress and out.suffix.lower() == ".zarr":
+        raise DataError("`compress=True` applies to .npz output; a .zarr store is always compressed (Blosc LZ4)")
+    paths = input_paths(options)  # before loading the model: cheap mistakes first
+    with load_model(options.artifacts, options.backend, options.device) as model:
+        empty = model.run(np.zeros((0, *model.input_spec.image_shape), np.uint8), options.outputs)  # checks names
+        names = list(empty)
+        sources = open_inputs(paths, model, options)
+        total = sum(s.count for s in sources)
+        row_names: list[str] | None = [] if any(s.is_image_file for s in sources) else None
+        attrs = summary(model.manifest, Path(options.artifacts), names)
+        with open_writer(out, total, options.batch_size, options.compress, attrs) as writer, \
+                progress_bar(total, options.quiet) as bar:
+            writer.append(empty)  # every output exists, with zero rows if the input is empty
+
+            def consume(item: tuple) -> None:
+                batch, maps = item
+                writer.append(maps)
+                if row_names is not None:
+                    row_names.extend(batch.names)
+                bar.update(len(batch.images))
+
+            with Pipelined(consume) as pipe:  # compute the next batch while this one is compressed and written
+                for item in results(options, model, sources, names):
+                    pipe.put(item)
+            shapes = writer.commit(row_names)
+        return ExtractResult(out, total, shapes, model.backend, model.device, options.ray is not None,
+                             time.perf_counter() - started)

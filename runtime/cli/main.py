@@ -27,8 +27,8 @@ from runtime.cli.args import ArgumentParser
 from runtime.errors import ArtifactError
 from runtime.artifacts.hashing import file_state
 from runtime.artifacts.manifest import Manifest, belongs_to, read_manifest, verify_files_against
-from runtime.serve.server import add_serve_parser
-from runtime.serve.triton import add_triton_parser
+from runtime.cli import serve as serve_cli
+from runtime.cli import triton as triton_cli
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -47,8 +47,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     run_cli.add_parser(sub)
     stats_cli.add_parser(sub)
-    add_serve_parser(sub)  # runtime/serve/command.py
-    add_triton_parser(sub)  # runtime/triton.py
+    serve_cli.add_parser(sub)
+    triton_cli.add_parser(sub)
     return p.parse_args(argv)
 
 

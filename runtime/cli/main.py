@@ -21,8 +21,8 @@ from runtime.cli import info as info_cli
 from runtime.cli import run as run_cli
 from runtime.cli import stats as stats_cli
 from runtime.cli.args import ArgumentParser
-from runtime.serve.server import add_serve_parser
-from runtime.serve.triton import add_triton_parser
+from runtime.cli import serve as serve_cli
+from runtime.cli import triton as triton_cli
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -32,8 +32,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     info_cli.add_parser(sub)
     run_cli.add_parser(sub)
     stats_cli.add_parser(sub)
-    add_serve_parser(sub)  # runtime/serve/server.py
-    add_triton_parser(sub)  # runtime/serve/triton.py
+    serve_cli.add_parser(sub)
+    triton_cli.add_parser(sub)
     return p.parse_args(argv)
 
 

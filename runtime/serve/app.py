@@ -177,7 +177,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 async def _too_large(request: Request, exc: _TooLarge) -> Response:
     size, limit = exc.args
     return _error(413, f"request body of {size}+ bytes exceeds this server's limit of {limit} bytes "
-                       "(--max-batch images spelled out as JSON)")
+                       "(the server's max batch of images spelled out as JSON)")
 
 
 async def _too_slow(request: Request, exc: _TooSlow) -> Response:

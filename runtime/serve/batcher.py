@@ -52,7 +52,7 @@ class Batcher:
 
     def __init__(self, model: Model, max_batch: int = 64, max_delay_ms: float = 0.0):
         if max_batch < 1 or max_delay_ms < 0:
-            raise InputError(f"max_batch must be >= 1 and max_delay_ms >= 0; got {max_batch}, {max_delay_ms}")
+            raise InputError(f"expected `max_batch` >= 1 and `max_delay_ms` >= 0; got {max_batch}, {max_delay_ms:g}")
         self.model, self.max_batch, self.max_delay = model, max_batch, max_delay_ms / 1000.0
         self.stats = BatchStats()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -68,7 +68,7 @@ class Batcher:
         """
         if len(batch) > self.max_batch:
             raise InputError(f"a request holds {len(batch)} images; this server takes at most {self.max_batch} "
-                             "per request (--max-batch)")
+                             "per request (its max batch)")
         if self._closed:
             raise InputError("the server is shutting down")
         loop = asyncio.get_running_loop()

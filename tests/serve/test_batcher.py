@@ -40,5 +40,5 @@ def test_refuses_oversized_requests_and_runs_after_close_fail(reference_model, d
     batcher.close()
     with pytest.raises(InputError, match="shutting down"):
         asyncio.run(batcher.run(x[:1], ["dense_1"]))
-    with pytest.raises(InputError, match="max_batch must be >= 1"):
+    with pytest.raises(InputError, match="`max_batch` >= 1"):
         Batcher(reference_model, max_batch=0)

@@ -42,7 +42,7 @@ def test_missing_artifacts_and_busy_port(capsys, tmp_path, reference_artifacts):
 def test_onnx_server_imports_no_tensorflow(reference_artifacts):
     code = f"""
 import json, sys
-import runtime.cli  # the dispatcher imports no web stack either
+import runtime.cli.main  # the dispatcher and its serve command import no web stack either
 web = [m for m in ("starlette", "uvicorn") if m in sys.modules]
 import runtime
 from runtime.serve.app import create_app

@@ -50,8 +50,8 @@ CASES = {
                        "available: ['dense_1', 'conv2d', 'conv2d_1']"),
     "bad binary_data flag": ({"inputs": [tensor(ONE)], "outputs": [{"name": "conv2d", "parameters": {
         "binary_data": "yes"}}]}, None, 400, "true or false"),
-    "more images than --max-batch": ({"inputs": [tensor(np.zeros((MAX_BATCH + 1, 28, 28, 1), np.float32))]},
-                                     None, 400, f"at most {MAX_BATCH}"),
+    "more images than the max batch": ({"inputs": [tensor(np.zeros((MAX_BATCH + 1, 28, 28, 1), np.float32))]},
+                                       None, 400, f"at most {MAX_BATCH}"),
     "binary byte count wrong": (*binary_body(ONE, size=100), 400, "binary_data_size is 100"),
     "binary NaN": (*binary_body(NAN), 400, "NaN"),
     "binary shape vs bytes": (*binary_body(np.zeros((1, 28, 28, 2), np.float32)), 400, "does not match"),

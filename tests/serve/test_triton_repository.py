@@ -1,4 +1,5 @@
-"""`python -m runtime triton`: config.pbtxt parsed with Triton's own protobuf schema agrees with the manifest."""
+"""`python -m runtime triton` and runtime.serve.triton: config.pbtxt parsed with Triton's own protobuf schema
+agrees with the manifest; the library names its parameters."""
 from __future__ import annotations
 
 import shutil
@@ -8,9 +9,11 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from runtime.artifacts.manifest import read_manifest
 from runtime.cli.main import main
 from runtime.cli.process import run_cli
-from runtime.artifacts.manifest import read_manifest
+from runtime.errors import UsageError
+from runtime.serve.triton import TritonOptions, config_text, write_repository
 
 
 def triton_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -79,3 +82,25 @@ def test_tampered_onnx_is_refused(capsys, tmp_path, reference_artifacts):
         f.write(b"\0")
     code, _, err = triton_cli(capsys, artifacts_copy, "--out", tmp_path / "repo")
     assert code == 2 and "sha256" in err and not (tmp_path / "repo").exists()
+
+
+def test_library_names_parameters(tmp_path, reference_artifacts):
+    with pytest.raises(UsageError, match=r"`kind` in \['auto', 'cpu', 'gpu'\]; got 64, 1, 0, 'tpu'"):
+        TritonOptions(kind="tpu")
+    with pytest.raises(UsageError, match="`max_batch` >= 1, `instances` >= 1"):
+        TritonOptions(instances=0)
+    repo = tmp_path / "repo"
+    folder = write_repository(reference_artifacts, repo)  # the manifest's name, the defaults
+    manifest = read_manifest(reference_artifacts)
+    assert folder == repo / manifest.source_model["name"]
+    assert (folder / "config.pbtxt").read_text() == config_text(manifest, folder.name)
+    assert parse(folder / "config.pbtxt").max_batch_size == 64
+    with pytest.raises(UsageError, match="exists; pass `force=True` to replace it"):
+        write_repository(reference_artifacts, repo)
+    assert write_repository(reference_artifacts, repo, TritonOptions(max_batch=8, force=True)) == folder
+    assert parse(folder / "config.pbtxt").max_batch_size == 8
+    with pytest.raises(UsageError, match="pass `name`"):
+        write_repository(reference_artifacts, repo, TritonOptions(name="../up"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="`out` '.*file' exists and is not a folder"):
+        write_repository(reference_artifacts, tmp_path / "file")

@@ -3,10 +3,11 @@
     python -m runtime info ARTIFACTS [--backend onnx|tf]
     python -m runtime run ARTIFACTS --input PATH [PATH ...] --out acts.npz|acts.zarr [--ray [ADDRESS]] ...
     python -m runtime stats ARTIFACTS --input PATH [PATH ...] --out stats/ [--k 9] [--ray [ADDRESS]] ...
-    python -m runtime serve ARTIFACTS [--host H] [--port P] ...      (runtime/serve/server.py)
-    python -m runtime triton ARTIFACTS --out model_repository/ ...   (runtime/serve/triton.py)
+    python -m runtime serve ARTIFACTS [--host H] [--port P] ...
+    python -m runtime triton ARTIFACTS --out model_repository/ ...
 
-Each command's flags live in its module (runtime/cli/info.py, run.py, stats.py); this module only dispatches.
+Each command's flags live in its module (runtime/cli/info.py, run.py, stats.py, serve.py, triton.py); this
+module only dispatches.
 
 Errors (project errors and bad arguments) are one line on stderr starting with "error:",
 exit code 2, no traceback. Nothing here imports TensorFlow unless the TF backend is used

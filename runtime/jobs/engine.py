@@ -1,14 +1,14 @@
-"""What every dataset job (run, stats, their Ray actors) shares: the model loaded for pipelined work, the
-inputs a job reads (JobInputs), and the batches of maps computed here or on Ray."""
+"""What every dataset job (run, stats, their Ray actors) shares: the model loaded for pipelined work, and the
+inputs a job reads (JobInputs)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.api import Model, load
-from runtime.jobs.sources import Batch, Source, batches, expand_inputs, open_source
+from runtime.jobs.sources import Source, expand_inputs, open_source
 
 
 def load_model(artifacts, backend: str = "onnx", device: str = "cpu", threads: int | None = None) -> Model:
@@ -70,13 +70,3 @@ def input_paths(job: JobInputs) -> list[Path]:
 def open_inputs(paths: Sequence[Path], model: Model, job: JobInputs) -> list[Source]:
     """The expanded input paths (runtime.jobs.sources.expand_inputs) as Sources, read as `job` says."""
     return [open_source(p, model.input_spec, job.batch_size, job.key, job.invert) for p in paths]
-
-
-def results(job: JobInputs, model: Model, sources: list[Source], names: list[str]) -> Iterator[tuple]:
-    """(batch, {output name: maps}) in input order, computed here or on Ray."""
-    items: Iterable[Batch] = batches(sources, model.input_spec, job.batch_size)
-    if job.ray is not None:
-        from runtime.jobs.ray_exec import ray_maps
-
-        return ray_maps(job.ray, model, items, names)
-    return ((b, model.run(b.images, names)) for b in items)

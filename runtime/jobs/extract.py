@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from runtime.api import Model
 from runtime.errors import DataError
-from runtime.jobs.engine import JobInputs, input_paths, load_model, open_inputs, results
+from runtime.jobs.engine import JobInputs, input_paths, load_model, open_inputs
 from runtime.jobs.pipeline import Pipelined
 from runtime.jobs.progress import progress_bar
+from runtime.jobs.sources import Batch, Source, batches
 from runtime.jobs.store import check_out, open_writer, summary
 
 
@@ -83,8 +86,18 @@ def extract(options: ExtractOptions) -> ExtractResult:
                 bar.update(len(batch.images))
 
             with Pipelined(consume) as pipe:  # compute the next batch while this one is compressed and written
-                for item in results(options, model, sources, names):
+                for item in _maps(options, model, sources, names):
                     pipe.put(item)
             shapes = writer.commit(row_names)
         return ExtractResult(out, total, shapes, model.backend, model.device, options.ray is not None,
                              time.perf_counter() - started)
+
+
+def _maps(job: JobInputs, model: Model, sources: list[Source], names: list[str]) -> Iterator[tuple]:
+    """(batch, {output name: maps}) in input order, computed here or on Ray."""
+    items: Iterable[Batch] = batches(sources, model.input_spec, job.batch_size)
+    if job.ray is not None:
+        from runtime.jobs.ray_exec import ray_maps
+
+        return ray_maps(job.ray, model, items, names)
+    return ((b, model.run(b.images, names)) for b in items)

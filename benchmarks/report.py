@@ -17,18 +17,16 @@ the same run, so achieved GFLOP/s and its fraction of peak compare numbers from 
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from benchmarks.report_json import ReportError, find_latest, load, machine_line
+from benchmarks.serve_report import serve_section
 from runtime.cli.args import ArgumentParser
-from runtime.errors import FeatureMapsError
 from runtime.cli.process import run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"  # the tracked report: written only when --out names it
 MD, PNG = "benchmarks.md", "benchmarks.png"
 
 # Display order and labels of the approaches of benchmarks/bench_backends.py.
@@ -49,10 +47,6 @@ OVERHEAD_MAX = 0.10
 SPEEDUP_MIN = {"runtime_onnx": 300.0, "runtime_tf": 20.0}
 
 
-class ReportError(FeatureMapsError):
-    """The benchmark JSON is missing or not what this report reads."""
-
-
 @dataclass
 class Result:
     approach: str
@@ -69,25 +63,6 @@ class Result:
     @property
     def images_per_s(self) -> float:
         return self.batch / self.median
-
-
-def find_latest(folder: Path = ROOT / ".benchmarks") -> Path:
-    """The newest *.json under folder, searched recursively."""
-    found = sorted(folder.rglob("*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    if not found:
-        raise ReportError(f"no benchmark JSON under {folder}; run `pytest benchmarks/ --benchmark-only "
-                          "--benchmark-autosave` first, or pass the JSON path")
-    return found[-1]
-
-
-def load(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"cannot read benchmark JSON {path}: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise ReportError(f"{path} is not pytest-benchmark JSON (no 'benchmarks' list)")
-    return data
 
 
 def backend_results(data: dict) -> list[Result]:
@@ -127,21 +102,6 @@ def _time(seconds: float) -> str:
 
 def _rate(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
-
-
-def machine_line(data: dict) -> str:
-    m = data.get("machine_info", {})
-    cpu = m.get("cpu", {})
-    fm = m.get("featuremaps", {})
-    cores = fm.get("cpus_usable") or cpu.get("count")
-    parts = [f"{cpu.get('brand_raw') or m.get('processor') or m.get('machine', '?')}",
-             f"{cores} cores" if cores else None,
-             f"{m.get('system', '')} {m.get('release', '')}".strip() or None,
-             f"Python {m.get('python_version', '?')}"]
-    libs = [f"{k} {fm[k]}" for k in ("onnxruntime", "tensorflow", "keras", "numpy") if fm.get(k)]
-    gpus = fm.get("gpu_names") or fm.get("gpus")
-    parts.append("GPU: " + (", ".join(gpus) if gpus else "none"))
-    return ", ".join(p for p in parts if p) + (f"; {', '.join(libs)}" if libs else "")
 
 
 def noise(median_ratio: float, best_ratio: float, a: Result | None = None, b: Result | None = None) -> str | None:
@@ -275,8 +235,6 @@ def markdown(data: dict, source: Path, png_name: str | None = PNG) -> str:
     else:
         lines += ["No bench_backends results in this JSON.", ""]
     lines += other_groups(data)
-    from .serve_report import serve_section  # here: serve_report imports this module
-
     lines += serve_section(data)  # benchmarks/bench_serve.py
     if png_name and results:
         lines += [f"![images per second per approach and batch size]({png_name})", ""]

@@ -13,11 +13,10 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from benchmarks.report_json import RESULTS, ReportError, find_latest, load, machine_line
 from runtime.cli.process import run_cli
 
-from . import report
-
-DEFAULT_OUT = report.RESULTS / "serve.md"
+DEFAULT_OUT = RESULTS / "serve.md"
 
 
 def _ms(seconds: float | None) -> str:
@@ -76,18 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serve_report", description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="?", type=Path, help="pytest-benchmark JSON (default: newest under .benchmarks/)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--write", action="store_true", help=f"write the tracked {DEFAULT_OUT.relative_to(report.RESULTS.parents[1])}")
+    where.add_argument("--write", action="store_true", help=f"write the tracked {DEFAULT_OUT.relative_to(RESULTS.parents[1])}")
     where.add_argument("--out", type=Path, help="markdown file to write (default: print only)")
     args = parser.parse_args(argv)
     out = DEFAULT_OUT if args.write else args.out
-    source = args.json or report.find_latest()
-    data = report.load(source)
+    source = args.json or find_latest()
+    data = load(source)
     lines = serve_section(data)
     if not lines:
-        raise report.ReportError(f"{source} holds no serving results; run `pytest benchmarks/bench_serve.py "
+        raise ReportError(f"{source} holds no serving results; run `pytest benchmarks/bench_serve.py "
                                  "--benchmark-only --benchmark-autosave` first")
     text = "\n".join(["# Serving benchmarks", "",
-                      f"Measured {data.get('datetime', '?')[:19].replace('T', ' ')} UTC on {report.machine_line(data)}; "
+                      f"Measured {data.get('datetime', '?')[:19].replace('T', ' ')} UTC on {machine_line(data)}; "
                       f"source `{source.name}`.", "", *lines[2:]])
     print(text)
     if out is not None:

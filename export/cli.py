@@ -1,4 +1,5 @@
-"""`python -m export`: a trained Keras model -> verified SavedModel + ONNX + manifest."""
+"""`python -m export`: a trained Keras model -> verified SavedModel + ONNX + manifest; and
+`python -m export.reference`: retrain the shipped reference CNN (see export.reference)."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +8,14 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from runtime.compare import Tolerance
-from runtime.cli.args import ArgumentParser, comma_list, non_negative_float
-from runtime.backends.quiet_tf import import_tensorflow
 from runtime.artifacts.manifest import Manifest, Preprocessing
+from runtime.backends.quiet_tf import import_tensorflow
+from runtime.cli.args import ArgumentParser, comma_list, non_negative_float, positive_int
+from runtime.cli.process import as_flags
+from runtime.compare import Tolerance
 
 from .artifacts import DEFAULT_OPSET
-from .reference import REFERENCE_MODEL
+from .reference import REFERENCE_MODEL, SEED, check_out, record_path
 
 STARTED = time.perf_counter()  # imported at process start, before TensorFlow: the wall time users wait
 
@@ -57,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .progress import Progress
 
     if args.list_layers:
+        from .graph import list_layers
+
         print(list_layers(args.model, args.allow_unsafe))
         return 0
     given = None
@@ -71,22 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def list_layers(model_path: Path, allow_unsafe: bool = False) -> str:
-    from .graph import input_spec, layer_tree, trace
-    from .model_io import load_keras_model
-
-    model = load_keras_model(model_path, allow_unsafe)
-    input_spec(model, Preprocessing())  # a model without one image input gets its one-line error
-    return layer_tree(trace(model))
-
-
 def summary(manifest: Manifest, out: Path, seconds: float) -> str:
     """A short human summary: outputs, verification, files; seconds is the process' wall time so far."""
     v = manifest.verification
     lines = [f"exported {manifest.source_model['file']} -> {out}/ in {seconds:.1f} s"]
     pre = manifest.input.preprocessing
     lines.append(f"  input  {manifest.input.name}: float32 {list(manifest.input.shape)} = uint8 pixels * {pre.scale:.6g} "
-                 f"+ {pre.offset:g}" + (f" ({pre.reason})" if pre.reason else ""))
+                 f"+ {pre.offset:g}" + (f" ({as_flags(pre.reason)})" if pre.reason else ""))
     for o in manifest.outputs:
         errors = v["outputs"][o.name]
         worst = max(e["max_abs"] for e in errors.values())
@@ -115,3 +110,31 @@ def summary(manifest: Manifest, out: Path, seconds: float) -> str:
 
 def _names(names: list[str], shown: int = 8) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def parse_reference_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = ArgumentParser(prog="python -m export.reference",
+                            description="Retrain the reference MNIST CNN as shipped (Adam, sparse CE, batch 64, "
+                                        "10%% validation, seed %d) and save it with its training record." % SEED)
+    parser.add_argument("--data", help="path to Keras' mnist.npz (default: $MNIST_NPZ, the Keras cache, "
+                                       "else the Keras download)")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="training epochs (default 3, as shipped)")
+    parser.add_argument("--out", type=Path, default=Path("mnist_cnn.keras"),
+                        help="model file to write (.keras or .h5; default: mnist_cnn.keras here); its training "
+                             "record goes beside it as .json")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file and its record")
+    return parser.parse_args(argv)
+
+
+def reference_main(argv: Sequence[str] | None = None) -> int:
+    """`python -m export.reference`: check --out, retrain, print what was saved and its test accuracy."""
+    args = parse_reference_args(argv)
+    check_out(args.out, args.force)  # before TensorFlow loads: cheap mistakes first
+    import_tensorflow()
+    from .reference import train_reference
+
+    # A progress bar on a terminal; one line per epoch in logs (no escape codes).
+    record = train_reference(args.data, args.epochs, args.out, verbose="auto" if sys.stdout.isatty() else 2)
+    print(f"saved {args.out} and {record_path(args.out).name}: test accuracy {record['test_accuracy']:.4f} "
+          f"after {args.epochs} epochs ({record['train_seconds']} s)")
+    return 0

@@ -1,11 +1,14 @@
 """Which layers to expose, and the multi-output Keras model that exposes them."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
-from runtime.errors import ExportError
 from runtime.artifacts.manifest import INPUT_NAME, LAYOUTS, InputSpec, OutputSpec, Preprocessing
+from runtime.errors import ExportError
+
+from .model_io import load_keras_model
 
 MODEL_OUTPUT = "model_output"
 FEATURE_MAP = "feature_map"
@@ -167,7 +170,7 @@ def select_layers(nodes: list[Node], names: list[str] | None = None) -> list[Nod
         chosen = [n for n in nodes if isinstance(n.layer, conv_classes())]
         if not chosen:
             raise ExportError(f"the model has no Conv2D, DepthwiseConv2D, SeparableConv2D or Conv2DTranspose layer "
-                              f"to expose; pass --layers with any of: {_paths(nodes)}")
+                              f"to expose; pass `layers` with any of: {_paths(nodes)}")
         return chosen
     if not names:
         raise ExportError(f"no layer names given; the model has: {_paths(nodes)}")
@@ -189,8 +192,9 @@ def _find(nodes: list[Node], name: str) -> Node:
 
 def _paths(nodes: list[Node], limit: int = 60) -> str:
     paths = [n.path for n in nodes]
-    more = f" ... and {len(paths) - limit} more (see --list-layers)" if len(paths) > limit else ""
-    return str(paths[:limit]) + more
+    if len(paths) <= limit:
+        return str(paths)
+    return f"{paths[:limit]} ... and {len(paths) - limit} more (`python -m export --list-layers` lists them all)"
 
 
 def layer_tree(traced: Traced) -> str:
@@ -206,6 +210,17 @@ def layer_tree(traced: Traced) -> str:
                 shown.add(owner)
                 lines.append(_tree_line(traced.nodes[owner]))
     return "\n".join(lines)
+
+
+def list_layers(model_path: str | os.PathLike, allow_unsafe: bool = False) -> str:
+    """The layer tree (layer_tree) of a trained Keras model file, for choosing the layers to expose.
+
+    Raises:
+        ExportError: an unreadable model file, or a model without one image input.
+    """
+    model = load_keras_model(model_path, allow_unsafe)
+    input_spec(model, Preprocessing())  # a model without one image input gets its one-line error
+    return layer_tree(trace(model))
 
 
 def _tree_line(node: Node) -> str:

@@ -29,7 +29,7 @@ def load_keras_model(path: str | Path, allow_unsafe: bool = False):
         if "safe_mode" in str(exc):
             raise ExportError(
                 f"{path.name} holds a Lambda layer whose Python code would run on load (unsafe "
-                "deserialization), so it is refused; if you trust the file, pass --allow-unsafe"
+                "deserialization), so it is refused; if you trust the file, pass `allow_unsafe=True`"
             ) from None
         raise _unreadable(path, exc) from None
     except TypeError as exc:

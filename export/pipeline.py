@@ -148,26 +148,26 @@ def _is_reference(sha256: str) -> bool:
 
 
 def _check_target(out: Path, force: bool, keep: list[Path]) -> None:
-    """Refuse an output path that exists (unless force), or that --force must never delete.
+    """Refuse an output path that exists (unless force), or that force must never delete.
 
     Args:
         keep: files the export reads (model, data): out may not contain them.
     """
     if out.exists() and not force:
-        raise ExportError(f"output folder {out} already exists; pass --force to replace it")
+        raise ExportError(f"output folder {out} already exists; pass `force=True` to replace it")
     if out.is_symlink():
-        raise ExportError(f"--out {out} is a symbolic link; pass the folder itself")
+        raise ExportError(f"`out` {out} is a symbolic link; pass the folder itself")
     if out.exists() and not out.is_dir():
         raise ExportError(f"output path {out} exists and is not a folder")
     real = out.resolve()
     if real == Path.cwd().resolve() or real in Path.cwd().resolve().parents:
-        raise ExportError(f"--out {out} is the current folder or one of its parents; choose a folder beside it")
+        raise ExportError(f"`out` {out} is the current folder or one of its parents; choose a folder beside it")
     for path in keep:
         if path and real in Path(path).resolve().parents:
-            raise ExportError(f"--out {out} holds {path}, which the export reads; choose another folder")
+            raise ExportError(f"`out` {out} holds {path}, which the export reads; choose another folder")
     inside = next((p for p in real.parents if (p / MANIFEST).is_file()), None)
     if inside is not None:
-        raise ExportError(f"--out {out} is inside the artifacts folder {inside}; choose a folder beside it")
+        raise ExportError(f"`out` {out} is inside the artifacts folder {inside}; choose a folder beside it")
     if out.is_dir():
         _check_replaceable(out, out)
     parent = out.parent

@@ -10,8 +10,8 @@ import warnings
 
 import numpy as np
 
-from runtime.errors import FeatureMapsWarning
 from runtime.artifacts.manifest import Preprocessing
+from runtime.errors import FeatureMapsWarning
 
 # Layers that leave pixel values as they are at inference, so a Rescaling/Normalization after them
 # still sees raw pixels (augmentation layers are identities outside training).
@@ -24,7 +24,7 @@ RAW = Preprocessing(scale=1.0, offset=0.0)
 
 
 class PreprocessingWarning(FeatureMapsWarning):  # run_cli prints it as one line
-    """An explicit --scale/--offset that scales pixels the model scales itself."""
+    """An explicit preprocessing (`scale`, `offset`) that scales pixels the model scales itself."""
 
 
 def model_preprocessing(nodes: list) -> Preprocessing:
@@ -48,7 +48,7 @@ def model_preprocessing(nodes: list) -> Preprocessing:
         if kind not in PASS_THROUGH:
             break
     return Preprocessing(reason="no Rescaling or Normalization at the model's start: pixels / 255, the usual "
-                                "training range (pass --scale/--offset if the model was trained on another)")
+                                "training range (pass `scale`/`offset` if the model was trained on another)")
 
 
 def choose_preprocessing(nodes: list, given: Preprocessing | None) -> Preprocessing:
@@ -57,10 +57,10 @@ def choose_preprocessing(nodes: list, given: Preprocessing | None) -> Preprocess
     if given is None:
         return expected
     if (expected.scale, expected.offset) == (1.0, 0.0) and (given.scale, given.offset) != (1.0, 0.0):
-        warnings.warn(f"--scale {given.scale:g} --offset {given.offset:g} scales the pixels twice: {expected.reason}; "
-                      "drop --scale/--offset (or pass --scale 1 --offset 0) unless that is intended",
+        warnings.warn(f"`scale` {given.scale:g} `offset` {given.offset:g} scales the pixels twice: {expected.reason}"
+                      "; drop `scale`/`offset` (or pass `scale` 1 `offset` 0) unless that is intended",
                       PreprocessingWarning, stacklevel=2)
-    return Preprocessing(given.raw_dtype, given.scale, given.offset, reason="given with --scale/--offset")
+    return Preprocessing(given.raw_dtype, given.scale, given.offset, reason="given with `scale`/`offset`")
 
 
 def _raw(reason: str) -> Preprocessing:

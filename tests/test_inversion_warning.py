@@ -7,7 +7,7 @@ from PIL import Image
 
 import runtime.images
 import viz.cli
-from runtime.cli import main as runtime_cli
+from runtime.cli.main import main as runtime_main
 from runtime.cli.process import run_cli
 from runtime.data.mnist import shipped_digits
 
@@ -29,8 +29,8 @@ def warning_lines(err: str) -> list[str]:
 
 
 def test_runtime_run_warns_once(reference_artifacts, paper_digits, tmp_path, capsys):
-    code = run_cli(runtime_cli.main, ["run", str(reference_artifacts), "--input", *map(str, paper_digits),
-                                      "--out", str(tmp_path / "acts.npz")])
+    code = run_cli(runtime_main, ["run", str(reference_artifacts), "--input", *map(str, paper_digits),
+                                  "--out", str(tmp_path / "acts.npz")])
     err = capsys.readouterr().err
     assert code == 0, err
     [line] = warning_lines(err)
@@ -40,8 +40,8 @@ def test_runtime_run_warns_once(reference_artifacts, paper_digits, tmp_path, cap
 
 
 def test_runtime_run_with_invert_is_silent(reference_artifacts, paper_digits, tmp_path, capsys):
-    code = run_cli(runtime_cli.main, ["run", str(reference_artifacts), "--input", *map(str, paper_digits),
-                                      "--invert", "--out", str(tmp_path / "acts.npz")])
+    code = run_cli(runtime_main, ["run", str(reference_artifacts), "--input", *map(str, paper_digits),
+                                  "--invert", "--out", str(tmp_path / "acts.npz")])
     assert code == 0 and warning_lines(capsys.readouterr().err) == []
 
 

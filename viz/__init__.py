@@ -6,7 +6,7 @@ Importing viz imports numpy only; matplotlib and Pillow load when a figure or PN
     viz.save_grid(maps, "conv2d.png", layout="NHWC")    # one grid PNG (exporter preview)
     viz.write_figures(model, image, "figures/")          # every layer + comparison.png
 """
-from .cli import select_layers, write_figures
+from .draw import select_layers, write_figures
 from .figures import comparison_figure, grid_figure, save_grid, save_png, to_uint8
 from .tiling import default_cols, grid_shape, normalize_maps, tile
 

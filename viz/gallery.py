@@ -14,18 +14,15 @@ Needs numpy and Pillow only (no TensorFlow, no onnxruntime).
 """
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from runtime.artifacts.atomic import umask
-from runtime.cli.args import ArgumentParser
 from runtime.errors import DataError
 from runtime.artifacts.paths import confine, safe_name
 
@@ -347,28 +344,10 @@ def _source(stats: dict, i: int) -> str:
     return names[i] if names and 0 <= i < len(names) else f"image #{i}"
 
 
-# ---- command line ---------------------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="python -m viz gallery", description=__doc__.splitlines()[0])
-    parser.add_argument("stats", help="folder written by `python -m runtime stats`")
-    parser.add_argument("--out", type=Path, default=Path("site"), help="site folder (default site/)")
-    parser.add_argument("--force", action="store_true", help="replace a gallery already in --out")
-    return parser
-
-
 def site_size(site: Path) -> tuple[int, int]:
     """(files, bytes) of a site folder."""
     files = [p for p in site.rglob("*") if p.is_file()]
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    site = write_gallery(args.stats, args.out, force=args.force)
-    files, size = site_size(site)
-    print(f"{site / 'index.html'}  ({files} files, {size / 1e6:.2f} MB)")
-    return 0
-
-
-__all__ = ["read_stats", "write_gallery", "channel_strip", "histogram_svg", "index_page", "layer_page", "main"]
+__all__ = ["read_stats", "write_gallery", "channel_strip", "histogram_svg", "index_page", "layer_page", "site_size"]

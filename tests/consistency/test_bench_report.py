@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from benchmarks import report
+from benchmarks import report, report_json
 
 FLOPS = 5_056_000
 # (approach, batch) -> median seconds per call; other stats derived from it.
@@ -94,7 +94,7 @@ def test_newest_json_is_found_recursively(saved, tmp_path):
     older = saved.parent / "0000_old.json"
     older.write_text("{}")
     os.utime(older, (1, 1))
-    assert report.find_latest(tmp_path / ".benchmarks") == saved
+    assert report_json.find_latest(tmp_path / ".benchmarks") == saved
 
 
 def test_missing_or_foreign_json_is_a_one_line_error(tmp_path, capsys):
@@ -124,7 +124,7 @@ def test_noise_is_flagged_not_reported_as_a_result(tmp_path):
     set_stats(data, "runtime_tf", median=0.0038, min=0.0034, q1=3.4e-3, q3=4.4e-3)
     path = tmp_path / "run.json"
     path.write_text(json.dumps(data))
-    text = report.markdown(report.load(path), path)
+    text = report.markdown(report_json.load(path), path)
     line = next(ln for ln in text.splitlines() if "runtime's SessionOptions: **-10.0%**" in ln)
     assert "**not meaningful**: median and best rounds disagree (-10.0% vs +5.6%)" in line
     assert "target <= 10%: not decided" in line and "met" not in line
@@ -137,7 +137,7 @@ def test_noise_is_flagged_not_reported_as_a_result(tmp_path):
 
 
 def test_default_output_is_a_new_folder_never_the_tracked_results(saved, tmp_path, monkeypatch, capsys):
-    tracked = report.ROOT / "benchmarks" / "results" / "benchmarks.md"
+    tracked = report_json.RESULTS / "benchmarks.md"
     before = tracked.read_bytes()
     monkeypatch.chdir(tmp_path)
     assert report.main([str(saved)]) == 0

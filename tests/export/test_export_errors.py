@@ -128,6 +128,8 @@ def test_existing_output_needs_force(capsys, published, reference_model_path):
     out = published[0]
     err = cli_error(capsys, "--model", str(reference_model_path), "--out", str(out))
     assert "already exists" in err and "--force" in err
+    with pytest.raises(ExportError, match="already exists; pass `force=True`"):  # the library names its parameter
+        export_model(reference_model_path, out)
     assert_untouched(published)
 
 
@@ -151,6 +153,8 @@ def test_output_not_writable(capsys, tmp_path, reference_model_path):
 def test_lambda_refused_unless_allowed(capsys, tmp_path, lambda_model):
     err = cli_error(capsys, "--model", str(lambda_model), "--out", str(tmp_path / "a"))
     assert "Lambda" in err and "--allow-unsafe" in err
+    with pytest.raises(ExportError, match="pass `allow_unsafe=True`"):
+        export_model(lambda_model, tmp_path / "a")
     assert not (tmp_path / "a").exists()
     assert run_cli(main, ["--model", str(lambda_model), "--out", str(tmp_path / "a"), "--allow-unsafe"]) == 0
     assert read_manifest(tmp_path / "a").verification["passed"]

@@ -57,7 +57,7 @@ def test_explicit_scale_that_scales_twice_warns():
     nodes = trace(chain(layers.Rescaling(1 / 255))).layers
     with pytest.warns(PreprocessingWarning, match="scales the pixels twice.*Rescaling"):
         pre = choose_preprocessing(nodes, Preprocessing(scale=1 / 255))
-    assert pre.scale == 1 / 255 and pre.reason == "given with --scale/--offset"
+    assert pre.scale == 1 / 255 and pre.reason == "given with `scale`/`offset`"
     import warnings
 
     with warnings.catch_warnings():

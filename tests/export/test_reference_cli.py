@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.reference import REFERENCE_MODEL, main
+from export.cli import reference_main as main
+from export.reference import REFERENCE_MODEL
 from runtime.cli.process import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ from PIL import Image
 from runtime.errors import InputError
 from runtime.cli.process import run_cli
 from runtime.data.mnist import shipped_digits
-from viz.cli import main, select_layers, write_figures
+from viz.cli import main
+from viz.draw import select_layers, write_figures
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,7 +154,7 @@ def test_missing_artifacts_in_a_subprocess(tmp_path):
 
 
 def test_onnx_default_needs_no_tensorflow(reference_artifacts, tmp_path):
-    code = ("import sys; from runtime.errors import run_cli; from viz.cli import main; "
+    code = ("import sys; from runtime.cli.process import run_cli; from viz.cli import main; "
             f"rc = run_cli(main, [{str(reference_artifacts)!r}, '--out', {str(tmp_path)!r}]); "
             "print(rc, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -163,7 +164,7 @@ def test_onnx_default_needs_no_tensorflow(reference_artifacts, tmp_path):
 
 def test_comparison_shows_the_prediction(reference_artifacts, tmp_path, capsys, shipped_digits_only):
     import runtime
-    from viz.cli import prediction_text
+    from viz.draw import prediction_text
 
     assert prediction_text(np.array([0.1, 0.7, 0.2], np.float32), ["cat", "dog", "eel"]) == "predicted dog (p = 0.700)"
     assert prediction_text(np.array([-2.0, 5.0])) == "predicted 1 (score = 5.000)"

@@ -11,7 +11,8 @@ import numpy as np
 
 from runtime.cli.process import run_cli
 from runtime.artifacts.manifest import OutputSpec
-from viz.cli import file_names, main, write_figures
+from viz.cli import main
+from viz.draw import file_names, write_figures
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +49,7 @@ def test_without_pillow_one_line_naming_the_extra_and_no_folder(tmp_path, refere
     """An [onnx]-only deployment has no Pillow: `python -m viz` says which extra to install, creates nothing."""
     out = tmp_path / "figures"
     code = ("import sys; sys.modules['PIL'] = None  # as if Pillow were not installed\n"
-            "from runtime.errors import run_cli; from viz.cli import main\n"
+            "from runtime.cli.process import run_cli; from viz.cli import main\n"
             f"raise SystemExit(run_cli(main, [{str(reference_artifacts)!r}, '--out', {str(out)!r}]))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr

@@ -1,28 +1,21 @@
-"""The reference model: the classic MNIST CNN, and the command that reproduces it.
-
-    python -m export.reference [--data mnist.npz] [--epochs 3] [--out mnist_cnn.keras] [--force]
+"""The reference model: the classic MNIST CNN, how it is trained, and where the shipped one lives.
 
 The shipped model lives in the package (export/data/mnist_cnn.keras, with its training record
-beside it), so that `python -m export` works from a wheel too; retraining writes a new file and
-never replaces an existing one without --force.
+beside it), so that `python -m export` works from a wheel too. `python -m export.reference`
+(export/cli.py) retrains it: a new file, never replacing an existing one unless forced (check_out).
 """
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Sequence
 
 from runtime.artifacts.atomic import atomic_write
-from runtime.cli.args import ArgumentParser, positive_int
-from runtime.errors import DataError, UsageError
-from runtime.cli.process import run_cli
 from runtime.data.mnist import load_mnist
-from runtime.backends.quiet_tf import import_tensorflow
+from runtime.errors import DataError, UsageError
 
-REFERENCE_MODEL = Path(__file__).resolve().parent / "data" / "mnist_cnn.keras"
+REFERENCE_MODEL = Path(__file__).resolve().parents[1] / "data" / "mnist_cnn.keras"
 SEED = 1234
 
 
@@ -102,43 +95,20 @@ def train_reference(data: str | None = None, epochs: int = 3, out: Path = Path("
     return record
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m export.reference",
-                            description="Retrain the reference MNIST CNN as shipped (Adam, sparse CE, batch 64, "
-                                        "10%% validation, seed %d) and save it with its training record." % SEED)
-    parser.add_argument("--data", help="path to Keras' mnist.npz (default: $MNIST_NPZ, the Keras cache, "
-                                       "else the Keras download)")
-    parser.add_argument("--epochs", type=positive_int, default=3, help="training epochs (default 3, as shipped)")
-    parser.add_argument("--out", type=Path, default=Path("mnist_cnn.keras"),
-                        help="model file to write (.keras or .h5; default: mnist_cnn.keras here); its training "
-                             "record goes beside it as .json")
-    parser.add_argument("--force", action="store_true", help="replace an existing --out file and its record")
-    args = parser.parse_args(argv)
-    check_out(args.out, args.force)
-    import_tensorflow()
-    # A progress bar on a terminal; one line per epoch in logs (no escape codes).
-    record = train_reference(args.data, args.epochs, args.out, verbose="auto" if sys.stdout.isatty() else 2)
-    print(f"saved {args.out} and {record_path(args.out).name}: test accuracy {record['test_accuracy']:.4f} "
-          f"after {args.epochs} epochs ({record['train_seconds']} s)")
-    return 0
-
-
-def check_out(out: Path, force: bool) -> None:
+def check_out(out: str | os.PathLike, force: bool = False) -> None:
     """Refuse a model path Keras cannot write, or existing files without force (before any training).
 
     Raises:
         UsageError: a suffix other than .keras / .h5, or an existing model or record without force.
     """
+    out = Path(out)
     if out.suffix not in (".keras", ".h5"):
-        raise UsageError(f"--out {out} must end in .keras or .h5 (the formats Keras saves)")
+        raise UsageError(f"`out` {out} must end in .keras or .h5 (the formats Keras saves)")
     if out.is_dir():
-        raise UsageError(f"--out {out} is a folder; expected a model file name such as mnist_cnn.keras")
+        raise UsageError(f"`out` {out} is a folder; expected a model file name such as mnist_cnn.keras")
     existing = [str(p) for p in (out, record_path(out)) if p.exists()]
     if existing and not force:
         shipped = " (the model shipped with featuremaps)" if out.resolve() == REFERENCE_MODEL else ""
         raise UsageError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}{shipped}; "
-                         "pass --force to replace, or choose another --out")
+                         "pass `force=True` to replace, or choose another `out`")
 
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

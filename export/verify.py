@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-import runtime
+from runtime.api import load
 from runtime.compare import Diff, Tolerance, compare_outputs, failures, tolerance_dict
 from runtime.artifacts.manifest import ONNX_FILE, InputSpec, Manifest, belongs_to
 from runtime.data.mnist import mnist_test_set, shipped_digits
@@ -79,7 +79,7 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
     keras_outputs = keras_reference(feature_model, manifest.input, -(-len(images) // step) * len(turns))
     with progress.bar(len(images) * len(turns)) as bar:
         for turn, names in enumerate(turns):
-            models = {name: runtime.load(folder, backend=BACKENDS[name]) for name in names}
+            models = {name: load(folder, backend=BACKENDS[name]) for name in names}
             try:
                 for start in range(0, len(images), step):
                     batch = to_batch(images[start:start + step], manifest.input)

@@ -100,14 +100,14 @@ def _check_drawing_installed() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, draw, print the files written; project errors propagate to run_cli."""
-    import runtime
+    from runtime.api import load
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["gallery"]:  # `python -m viz gallery STATS`: the microscope site (viz/gallery.py)
         return gallery_main(argv[1:])
     args = build_parser().parse_args(argv)
     _check_drawing_installed()
-    with runtime.load(args.artifacts, backend=args.backend, device=args.device) as model:
+    with load(args.artifacts, backend=args.backend, device=args.device) as model:
         layers = select_layers(model.manifest, args.layers)  # before reading data: fail fast on a typo
         image, what = load_input(args, model)
         created = _make_folder(args.out)

@@ -70,9 +70,9 @@ def test_a_new_target_and_a_replaced_one(tmp_path):
 
 def test_without_replaceable_an_existing_target_is_never_replaced(tmp_path):
     target = make(tmp_path / "out", {"mine.txt": "keep"})
-    with pytest.raises(TargetChanged, match="appeared while it was being written") as caught:
-        with atomic_dir(target) as build:
-            (build / "mine.txt").write_text("new")
+    with pytest.raises(TargetChanged, match="appeared while it was being written") as caught, \
+            atomic_dir(target) as build:
+        (build / "mine.txt").write_text("new")
     assert caught.value.appeared and caught.value.kept is None
     assert snapshot(target) == {"mine.txt": b"keep"} and hidden(tmp_path) == []
 
@@ -81,9 +81,8 @@ def test_a_foreign_folder_swapped_in_after_the_check_is_put_back_intact(tmp_path
     target = make(tmp_path / "out", {"mine.txt": "old"})
     only_mine(target)  # the caller's check passes ...
     swap_before_moving_aside(target, lambda t: make(t, {"thesis.tex": "years of work"}))  # ... then this happens
-    with pytest.raises(DataError, match="not mine"):
-        with atomic_dir(target, replaceable=only_mine) as build:
-            (build / "mine.txt").write_text("new")
+    with pytest.raises(DataError, match="not mine"), atomic_dir(target, replaceable=only_mine) as build:
+        (build / "mine.txt").write_text("new")
     assert snapshot(target) == {"thesis.tex": b"years of work"}
     assert hidden(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["original", "out"]
 
@@ -92,9 +91,8 @@ def test_a_symlink_swapped_in_after_the_check_is_put_back_and_its_folder_kept(tm
     elsewhere = make(tmp_path / "elsewhere", {"mine.txt": "looks replaceable, but is not here"})
     target = make(tmp_path / "out", {"mine.txt": "old"})
     swap_before_moving_aside(target, lambda t: t.symlink_to(elsewhere))
-    with pytest.raises(TargetChanged, match="symbolic link"):
-        with atomic_dir(target, replaceable=only_mine) as build:
-            (build / "mine.txt").write_text("new")
+    with pytest.raises(TargetChanged, match="symbolic link"), atomic_dir(target, replaceable=only_mine) as build:
+        (build / "mine.txt").write_text("new")
     assert target.is_symlink() and os.readlink(target) == str(elsewhere)
     assert snapshot(elsewhere) == {"mine.txt": b"looks replaceable, but is not here"} and hidden(tmp_path) == []
 
@@ -116,18 +114,17 @@ def test_a_failure_or_ctrl_c_in_the_middle_restores_the_target(tmp_path, monkeyp
             raise error
 
     monkeypatch.setattr(atomic, "rename_noreplace", failing_rename)
-    with pytest.raises(error if isinstance(error, type) else OSError):
-        with atomic_dir(target, replaceable=failing_check if when == "check" else only_mine) as build:
-            (build / "mine.txt").write_text("new")
+    check = failing_check if when == "check" else only_mine
+    with pytest.raises(error if isinstance(error, type) else OSError), atomic_dir(target, replaceable=check) as build:
+        (build / "mine.txt").write_text("new")
     assert snapshot(target) == {"mine.txt": b"old"} and hidden(tmp_path) == []
 
 
 def test_ctrl_c_while_building_leaves_no_temporary(tmp_path):
     target = make(tmp_path / "out", {"mine.txt": "old"})
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_dir(target, replaceable=only_mine) as build:
-            (build / "mine.txt").write_text("half")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_dir(target, replaceable=only_mine) as build:
+        (build / "mine.txt").write_text("half")
+        raise KeyboardInterrupt
     assert snapshot(target) == {"mine.txt": b"old"} and hidden(tmp_path) == []
 
 
@@ -141,9 +138,8 @@ def test_a_target_that_appears_meanwhile_is_refused_and_left_alone(tmp_path, mon
         real(src, dst)
 
     monkeypatch.setattr(atomic, "rename_noreplace", another_writer_publishes_first)
-    with pytest.raises(TargetChanged, match="appeared") as caught:
-        with atomic_dir(target, replaceable=only_mine) as build:
-            (build / "mine.txt").write_text("new")
+    with pytest.raises(TargetChanged, match="appeared") as caught, atomic_dir(target, replaceable=only_mine) as build:
+        (build / "mine.txt").write_text("new")
     assert caught.value.appeared
     # theirs stays; the folder that was checked and meant to go has gone, as the caller asked
     assert snapshot(target) == {"theirs.txt": b"newer"} and hidden(tmp_path) == []

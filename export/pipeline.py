@@ -4,7 +4,6 @@ from __future__ import annotations
 import gc
 import os
 import platform
-import secrets
 import shutil
 import tempfile
 import time
@@ -14,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.artifacts.atomic import rename_noreplace, umask
+from runtime.artifacts.atomic import replace_dir, umask
 from runtime.compare import DEFAULT_TOLERANCE, Tolerance
-from runtime.errors import ArtifactError, ExportError, FeatureMapsError
+from runtime.errors import ArtifactError, ExportError, FeatureMapsError, TargetChanged
 from runtime.artifacts.hashing import MANIFEST, sha256_file, tree_files
 from runtime.artifacts.manifest import ONNX_FILE, SAVED_MODEL_DIR, InputSpec, Manifest, Preprocessing, read_manifest, unlisted_files
 from runtime.preprocess import to_batch
@@ -178,29 +177,30 @@ def _check_target(out: Path, force: bool, keep: list[Path]) -> None:
 
 
 def _check_replaceable(folder: Path, out: Path) -> None:
-    """--force replaces only a featuremaps artifacts folder: a valid manifest, and no file it does not list.
+    """`force=True` replaces only a featuremaps artifacts folder: a valid manifest, and no file it does not list.
 
     Raises:
-        ExportError: folder (the current --out, or where it was moved aside) is anything else.
+        ExportError: folder (the current `out`, or where it was moved aside) is anything else.
     """
     if not any(folder.iterdir()):
         return  # an empty folder holds nothing to lose
     if not (folder / MANIFEST).is_file():
-        raise ExportError(f"--force replaces only artifacts folders, and {out} holds no {MANIFEST}; "
-                          "choose a new or empty --out")
+        raise ExportError(f"`force=True` replaces only artifacts folders, and {out} holds no {MANIFEST}; "
+                          "choose a new or empty `out`")
     try:
         unlisted = unlisted_files(folder, read_manifest(folder, verify_files=False))
     except ArtifactError as exc:
-        raise ExportError(f"--force replaces only featuremaps artifacts folders, and the manifest of {out} is not "
-                          f"one ({exc}); choose a new or empty --out") from None
+        raise ExportError(f"`force=True` replaces only featuremaps artifacts folders, and the manifest of {out} is "
+                          f"not one ({exc}); choose a new or empty `out`") from None
     if unlisted:
         more = f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else ""
-        raise ExportError(f"--force replaces only artifacts folders holding nothing but the files their manifest "
-                          f"lists, and {out} also holds {unlisted[:5]}{more}; move them away or choose another --out")
+        raise ExportError(f"`force=True` replaces only artifacts folders holding nothing but the files their "
+                          f"manifest lists, and {out} also holds {unlisted[:5]}{more}; move them away or choose "
+                          "another `out`")
 
 
 def _publish(tmp: Path, out: Path, force: bool) -> None:
-    """Rename tmp to out, never replacing anything the export did not check.
+    """Rename tmp to out, never replacing anything the export did not check (runtime.artifacts.atomic.replace_dir).
 
     The rename fails if out exists by then (it may have appeared while the export ran). With force,
     an existing out is first renamed aside, checked again there (nothing unlisted may have appeared
@@ -209,42 +209,18 @@ def _publish(tmp: Path, out: Path, force: bool) -> None:
     Raises:
         ExportError: out appeared or changed during the export, or cannot be written; nothing is left behind.
     """
-    old = None
-    if force and os.path.lexists(out):
-        old = out.with_name(f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-        try:
-            rename_noreplace(out, old)
-        except FileNotFoundError:  # another publisher moved it first
-            old = None
-        if old is not None:
-            try:
-                _check_replaceable(old, out)
-            except ExportError:
-                _restore(old, out)
-                raise
     try:
-        rename_noreplace(tmp, out)
-    except FileExistsError:
-        if old is not None:  # out is someone else's now; the folder --force was to replace goes as asked
-            shutil.rmtree(old, ignore_errors=True)
-        raise ExportError(f"{out} appeared while this export ran (another export or program wrote it); left it as "
-                          f"it is and published nothing{'' if force else '; pass --force to replace artifacts'}") \
-            from None
-    except BaseException:
-        if old is not None:
-            _restore(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _restore(old: Path, out: Path) -> None:
-    """Put a folder moved aside back at out; if out was taken meanwhile, say where it is."""
-    try:
-        rename_noreplace(old, out)
-    except OSError:
-        raise ExportError(f"{out} was replaced by another program during the export; the previous folder is "
-                          f"kept at {old}") from None
+        replace_dir(tmp, out, replaceable=(lambda old: _check_replaceable(old, out)) if force else None)
+    except TargetChanged as exc:
+        if exc.kept is not None:
+            raise ExportError(f"{out} was replaced by another program during the export; the previous folder is "
+                              f"kept at {exc.kept}") from None
+        if exc.appeared:
+            advice = "" if force else "; pass `force=True` to replace artifacts"
+            raise ExportError(f"{out} appeared while this export ran (another export or program wrote it); left it "
+                              f"as it is and published nothing{advice}") from None
+        raise ExportError(f"{out} is a symbolic link or not a folder (another program may have put it there while "
+                          "this export ran); left it as it is and published nothing") from None
 
 
 def _external(path: Path) -> dict:

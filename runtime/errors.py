@@ -49,6 +49,19 @@ class UsageError(FeatureMapsError):
     """Bad command-line arguments, reported like every other project error."""
 
 
+class TargetChanged(FeatureMapsError):
+    """Another program changed a folder while it was being replaced (runtime.artifacts.atomic.replace_dir).
+
+    Writers catch it and raise their own error class. Attributes: path, the folder that was to be written;
+    appeared, whether something new took that place meanwhile (left as it is); kept, where the previous
+    folder is when it could not be put back (None when it is back at path, or was never moved).
+    """
+
+    def __init__(self, message: str, path, appeared: bool = False, kept=None):
+        super().__init__(message)
+        self.path, self.appeared, self.kept = path, appeared, kept
+
+
 class FeatureMapsWarning(UserWarning):
     """Base class: something that is likely wrong but does not stop the work (CLIs print one line)."""
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 import html
 import json
 import shutil
-import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from runtime.artifacts.atomic import umask
-from runtime.errors import DataError
+from runtime.artifacts.atomic import build_dir, replace_dir
 from runtime.artifacts.paths import confine, safe_name
+from runtime.errors import DataError, TargetChanged
 
 SCHEMA = "featuremaps.stats/1"
 MARKER = ".featuremaps-gallery"  # marks a folder this command wrote: the only kind --force replaces
@@ -101,15 +101,16 @@ def write_gallery(stats_folder: str | Path, out: str | Path, force: bool = False
     _check_target(out, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        build = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+        build = build_dir(out)
     except OSError as exc:
         raise DataError(f"cannot write the site into {str(out.parent)!r}: {exc.strerror}") from None
     try:
         _build_site(stats, build)
-        build.chmod(0o777 & ~umask())  # mkdtemp's folders are 0700
-        _replace(build, out)
+        replace_dir(build, out, replaceable=_replaceable(out, force))
     except OSError as exc:  # e.g. a full disk: nothing half-written stays
         raise DataError(f"cannot write the site {str(out)!r}: {exc.strerror or exc}") from None
+    except TargetChanged as exc:
+        raise DataError(str(exc)) from None
     finally:
         if build.exists():
             shutil.rmtree(build)
@@ -127,20 +128,14 @@ def _check_target(out: Path, force: bool) -> None:
         raise DataError(f"--out {out} already holds a gallery; pass --force to replace it")
 
 
-def _replace(build: Path, out: Path) -> None:
-    """Rename the finished site into place; an old site is moved aside first, then deleted."""
-    if not out.exists():
-        build.rename(out)
-        return
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
-    out.rename(old / "site")
-    try:
-        build.rename(out)
-    except BaseException:
-        (old / "site").rename(out)  # put the previous site back
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
+def _replaceable(out: Path, force: bool) -> Callable[[Path], None]:
+    """What replace_dir checks once an existing out is moved aside: still what _check_target accepted (an
+    empty folder, or with force a gallery), so that nothing written there meanwhile is deleted."""
+    def check(old: Path) -> None:
+        if any(old.iterdir()) and not (force and (old / MARKER).is_file()):
+            raise DataError(f"{str(out)!r} changed while the site was built (another program wrote into it); "
+                            "left it as it is")
+    return check
 
 
 def _build_site(stats: dict, site: Path) -> None:

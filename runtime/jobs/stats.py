@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from runtime.artifacts.atomic import umask
-from runtime.errors import DataError, InputError
+from runtime.artifacts.atomic import atomic_dir
+from runtime.errors import DataError, InputError, TargetChanged
 from runtime.artifacts.hashing import MANIFEST, sha256_file
 from runtime.jobs.histogram import Histogram
 from runtime.artifacts.manifest import Manifest
@@ -238,32 +236,27 @@ class Stats:
             DataError: folder exists and is not a stats folder, or cannot be written.
         """
         folder = check_out(folder)
+
+        def still_stats(old: Path) -> None:  # checked again once moved aside: only a stats folder is replaced
+            if not (old / "stats.json").is_file():
+                raise DataError(f"{str(folder)!r} is no longer a stats folder (another program replaced it while "
+                                "the stats were written); left it as it is")
+
         try:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+            with atomic_dir(folder, replaceable=still_stats) as tmp:
+                (tmp / "topk").mkdir()
+                for name, s in self.outputs.items():
+                    np.savez(tmp / "topk" / f"{name}.npz", index=s.top_index, value=s.top_value, maps=s.top_maps,
+                             images=s.top_images if s.top_images is not None
+                             else np.zeros((*s.top_value.shape, *self.manifest.input.image_shape), np.uint8))
+                if self._has_all_sources():
+                    (tmp / "sources.txt").write_text("".join(self.sources[i].replace("\n", " ") + "\n"
+                                                             for i in sorted(self.sources)))
+                (tmp / "stats.json").write_text(json.dumps(self.to_json(), indent=1))
         except OSError as exc:
             raise DataError(f"cannot write {str(folder)!r}: {exc.strerror or exc}") from None
-        try:
-            (tmp / "topk").mkdir()
-            for name, s in self.outputs.items():
-                np.savez(tmp / "topk" / f"{name}.npz", index=s.top_index, value=s.top_value, maps=s.top_maps,
-                         images=s.top_images if s.top_images is not None
-                         else np.zeros((*s.top_value.shape, *self.manifest.input.image_shape), np.uint8))
-            if self._has_all_sources():
-                (tmp / "sources.txt").write_text("".join(self.sources[i].replace("\n", " ") + "\n"
-                                                         for i in sorted(self.sources)))
-            (tmp / "stats.json").write_text(json.dumps(self.to_json(), indent=1))
-            os.chmod(tmp, 0o777 & ~umask())
-            old = None
-            if folder.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-                os.replace(folder, old / "stats")
-            os.replace(tmp, folder)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError as exc:
-            raise DataError(f"cannot write {str(folder)!r}: {exc.strerror or exc}") from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except TargetChanged as exc:
+            raise DataError(str(exc)) from None
         return folder
 
 

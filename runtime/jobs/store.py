@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.artifacts.atomic import atomic_write
-from runtime.errors import DataError
+from runtime.artifacts.atomic import atomic_write, build_dir, replace_dir
+from runtime.errors import DataError, TargetChanged
 from runtime.artifacts.hashing import MANIFEST, sha256_file
 from runtime.artifacts.manifest import Manifest
 from runtime.artifacts.paths import confine, safe_name
@@ -103,7 +103,7 @@ class _Writer:
         self.counts: dict[str, int] = {}
         self.specs: dict[str, tuple] = {}  # name -> (shape of one row, dtype)
         try:
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+            self.tmp = build_dir(self.path)
         except OSError as exc:
             raise cannot_write(self.path, exc) from None
 
@@ -188,6 +188,9 @@ class NpzWriter(_Writer):
             raise DataError(f"an output is named {SOURCES!r}, like the member that names each row's source file; "
                             "leave it out with `outputs`")
         method = zipfile.ZIP_DEFLATED if self.compress else zipfile.ZIP_STORED
+        # One file, so not replace_dir: os.replace swaps it in atomically and replaces only what check_out
+        # accepted, a file. A folder put at the path meanwhile makes it fail (EISDIR) and stays intact; a
+        # symbolic link is replaced itself, never what it points to; nothing is moved aside, so nothing to restore.
         try:
             for name, array in extra.items():
                 np.save(confine(self.tmp, f"{safe_name(name)}.npy", "output file"), array, allow_pickle=False)
@@ -276,19 +279,21 @@ class ZarrWriter(_Writer):
             output name -> array shape.
         """
         self._check_complete()
+
+        def still_a_store(old: Path) -> None:  # checked again once moved aside: only a Zarr store is replaced
+            if not _is_zarr_store(old):
+                raise DataError(f"{str(self.path)!r} is no longer a Zarr store (another program replaced it while "
+                                "the outputs were written); left it as it is")
+
         try:
             while self.pending:
                 self.pending.popleft()()
             self.group.attrs.update({**({SOURCES: list(sources)} if sources is not None else {}), "complete": True})
-            old = None
-            if _is_zarr_store(self.path):  # checked by check_out: only a Zarr store is ever replaced
-                old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
-                os.replace(self.path, old / "store")
-            os.replace(self.tmp, self.path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            replace_dir(self.tmp, self.path, replaceable=still_a_store)
         except OSError as exc:
             raise cannot_write(self.path, exc) from None
+        except TargetChanged as exc:
+            raise DataError(str(exc)) from None
         return self.shapes()
 
     def close(self) -> None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.artifacts.atomic import umask
+from runtime.artifacts.atomic import atomic_dir
 from runtime.artifacts.manifest import ONNX_FILE, Manifest, read_manifest, verify_files_against
 from runtime.artifacts.paths import confine
-from runtime.errors import DataError, UsageError
+from runtime.errors import DataError, TargetChanged, UsageError
 from runtime.serve.server import model_name
 
 CONFIG = "config.pbtxt"
@@ -89,25 +88,20 @@ def write_repository(artifacts: str | os.PathLike, out: str | os.PathLike,
             raise UsageError(f"{str(target)!r} exists; pass `force=True` to replace it")
         if target.is_symlink() or not (target / CONFIG).is_file():
             raise UsageError(f"{str(target)!r} holds no {CONFIG}: not a Triton model, not replaced")
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{name}.", suffix=".tmp"))
-    old = None
+
+    def still_a_model(old: Path) -> None:  # checked again once moved aside: only a Triton model is replaced
+        if not (old / CONFIG).is_file():
+            raise UsageError(f"{str(target)!r} holds no {CONFIG} any more (another program replaced it meanwhile): "
+                             "not a Triton model, not replaced")
+
     try:
-        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700
-        (tmp / VERSION).mkdir()
-        shutil.copyfile(artifacts / ONNX_FILE, tmp / VERSION / ONNX_FILE)
-        (tmp / CONFIG).write_text(text)
-        if target.exists():
-            old = target.with_name(f".{name}.old.{tmp.name}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except BaseException as exc:  # Ctrl-C and SIGTERM too: put the previous model back
-        if old is not None and not target.exists():
-            os.replace(old, target)
-        if isinstance(exc, OSError):
-            raise DataError(f"cannot write the model repository in {str(out)!r}: {exc}") from None
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists() and target.exists():
-            shutil.rmtree(old, ignore_errors=True)
+        with atomic_dir(target, replaceable=still_a_model if options.force else None) as tmp:
+            (tmp / VERSION).mkdir()
+            shutil.copyfile(artifacts / ONNX_FILE, tmp / VERSION / ONNX_FILE)
+            (tmp / CONFIG).write_text(text)
+    except OSError as exc:
+        raise DataError(f"cannot write the model repository in {str(out)!r}: {exc}") from None
+    except TargetChanged as exc:
+        raise UsageError(str(exc) + ("; pass `force=True` to replace it" if exc.appeared and not options.force else "")) \
+            from None
     return target

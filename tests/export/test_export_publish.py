@@ -17,6 +17,7 @@ import pytest
 from export import pipeline
 from export.cli import main
 from export.pipeline import ExportOptions, export_model
+from runtime.artifacts import atomic
 from runtime.errors import ExportError
 from runtime.cli.process import run_cli
 
@@ -85,14 +86,14 @@ def test_two_publishers_racing_end_in_one_line_and_leave_nothing_behind(tmp_path
     out = Path(shutil.copytree(reference_artifacts, tmp_path / "art"))
     rival = Path(shutil.copytree(reference_artifacts, tmp_path / ".art.tmp-rival"))
     (rival / "manifest.json").write_text((rival / "manifest.json").read_text().replace('"created": "', '"created": "R'))
-    real_rename = pipeline.rename_noreplace
+    real_rename = atomic.rename_noreplace
 
     def rival_publishes_first(src, dst):
         if Path(dst) == out and Path(src).name.startswith(".art.tmp-") and Path(src) != rival:
             pipeline._publish(rival, out, force=True)  # the other export wins the race just now
         return real_rename(src, dst)
 
-    monkeypatch.setattr(pipeline, "rename_noreplace", rival_publishes_first)
+    monkeypatch.setattr(atomic, "rename_noreplace", rival_publishes_first)
     with pytest.raises(ExportError, match="appeared while this export ran"):
         export_model(reference_model_path, out, ExportOptions(force=True))
     assert json.loads((out / "manifest.json").read_text())["created"].startswith("R")  # the winner's, complete

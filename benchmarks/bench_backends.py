@@ -142,10 +142,9 @@ def test_onnx_wrapper_overhead_ab(benchmark, approaches, bench_artifacts, bench_
     """
     import time
 
+    import runtime
     from runtime import read_manifest
     from runtime.data.mnist import mnist_test_set
-
-    import runtime
 
     runtime_onnx, bare_ort = approaches("runtime_onnx"), approaches("bare_ort")
     unchecked = runtime.load(bench_artifacts, check_values=False)

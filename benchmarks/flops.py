@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Sequence
 
 from runtime.cli.args import ArgumentParser
-from runtime.errors import ArtifactError
 from runtime.cli.process import run_cli
+from runtime.errors import ArtifactError
 
 COUNTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that belong to the layer whose Conv/MatMul feeds them: bias, activation, layout changes.

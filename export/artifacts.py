@@ -5,8 +5,9 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from runtime.artifacts.manifest import INPUT_NAME, SIGNATURE, InputSpec
+from runtime.artifacts.manifest import ONNX_DATA_FILE as EXTERNAL_DATA
 from runtime.errors import ExportError
-from runtime.artifacts.manifest import INPUT_NAME, ONNX_DATA_FILE as EXTERNAL_DATA, SIGNATURE, InputSpec
 
 from .convert import to_onnx
 

@@ -14,10 +14,18 @@ from pathlib import Path
 import numpy as np
 
 from runtime.artifacts.atomic import replace_dir, umask
+from runtime.artifacts.hashing import MANIFEST, sha256_file, tree_files
+from runtime.artifacts.manifest import (
+    ONNX_FILE,
+    SAVED_MODEL_DIR,
+    InputSpec,
+    Manifest,
+    Preprocessing,
+    read_manifest,
+    unlisted_files,
+)
 from runtime.compare import DEFAULT_TOLERANCE, Tolerance
 from runtime.errors import ArtifactError, ExportError, FeatureMapsError, TargetChanged
-from runtime.artifacts.hashing import MANIFEST, sha256_file, tree_files
-from runtime.artifacts.manifest import ONNX_FILE, SAVED_MODEL_DIR, InputSpec, Manifest, Preprocessing, read_manifest, unlisted_files
 from runtime.preprocess import to_batch
 
 from .artifacts import DEFAULT_OPSET, serving_function, write_onnx, write_saved_model

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from runtime.api import load
-from runtime.compare import Diff, Tolerance, compare_outputs, failures, tolerance_dict
 from runtime.artifacts.manifest import ONNX_FILE, InputSpec, Manifest, belongs_to
+from runtime.compare import Diff, Tolerance, compare_outputs, failures, tolerance_dict
 from runtime.data.mnist import mnist_test_set, shipped_digits
 from runtime.preprocess import to_batch
 

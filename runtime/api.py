@@ -9,9 +9,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from runtime.artifacts.manifest import InputSpec, Manifest, read_manifest
 from runtime.backends import runner_class
 from runtime.errors import BackendError, DeviceError, InputError
-from runtime.artifacts.manifest import InputSpec, Manifest, read_manifest
 from runtime.preprocess import is_batch, to_batch
 
 DEVICES = ("cpu", "gpu", "auto")

@@ -19,8 +19,8 @@ import warnings
 
 import numpy as np
 
-from runtime.errors import DataError, FeatureMapsWarning, InputError
 from runtime.artifacts.manifest import InputSpec
+from runtime.errors import DataError, FeatureMapsWarning, InputError
 
 FORMATS_HINT = "PNG, JPEG, BMP, GIF, TIFF, WebP or any other format Pillow reads"
 _MODES = {1: "L", 3: "RGB"}

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.errors import InputError
 from runtime.artifacts.manifest import InputSpec
+from runtime.errors import InputError
 
 # Floats may exceed the declared range by rounding; beyond this slack they are a mistake
 # (typically raw 0..255 pixels passed as float).

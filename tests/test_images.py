@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.errors import DataError, InputError
-from runtime.images import read_image
 from runtime.artifacts.manifest import InputSpec, Preprocessing
 from runtime.data.mnist import shipped_digits
+from runtime.errors import DataError, InputError
+from runtime.images import read_image
 from runtime.preprocess import to_batch
 
 

@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from runtime.errors import ArtifactError
 from runtime.artifacts.paths import confine
+from runtime.errors import ArtifactError
 
 MANIFEST = "manifest.json"
 _BLOCK = 1 << 20

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from runtime.artifacts.atomic import atomic_write
-from runtime.errors import ArtifactError
 from runtime.artifacts.hashing import MANIFEST, file_error, file_state, tree_files
 from runtime.artifacts.paths import confine, relative_path, safe_name
+from runtime.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 ONNX_FILE = "model.onnx"

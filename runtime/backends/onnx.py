@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from runtime.errors import ArtifactError, BackendError, DeviceError
 from runtime.artifacts.hashing import read_verified
 from runtime.artifacts.manifest import INPUT_NAME, ONNX_FILE, Manifest, listed_files
+from runtime.errors import ArtifactError, BackendError, DeviceError
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ArtifactError, DeviceError
 from runtime.artifacts.hashing import copy_verified
 from runtime.artifacts.manifest import INPUT_NAME, SAVED_MODEL_DIR, SIGNATURE, Manifest, listed_files
 from runtime.backends.quiet_tf import import_tensorflow
+from runtime.errors import ArtifactError, DeviceError
 
 tf = import_tensorflow()
 

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 
 from runtime.cli import info as info_cli
 from runtime.cli import run as run_cli
-from runtime.cli import stats as stats_cli
-from runtime.cli.args import ArgumentParser
 from runtime.cli import serve as serve_cli
+from runtime.cli import stats as stats_cli
 from runtime.cli import triton as triton_cli
+from runtime.cli.args import ArgumentParser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

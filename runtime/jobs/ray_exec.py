@@ -20,8 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from runtime.api import Model
-from runtime.errors import BackendError
-from runtime.errors import Interrupted
+from runtime.errors import BackendError, Interrupted
 from runtime.jobs.sources import Batch
 from runtime.jobs.stats import Stats
 

@@ -13,8 +13,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from runtime.errors import DataError, InputError
 from runtime.artifacts.manifest import InputSpec
+from runtime.errors import DataError, InputError
 from runtime.preprocess import as_nhwc, is_batch, to_batch
 
 ARRAY_SUFFIXES = (".npz", ".npy")

@@ -28,11 +28,11 @@ from typing import Iterable
 import numpy as np
 
 from runtime.artifacts.atomic import atomic_dir
-from runtime.errors import DataError, InputError, TargetChanged
 from runtime.artifacts.hashing import MANIFEST, sha256_file
-from runtime.jobs.histogram import Histogram
 from runtime.artifacts.manifest import Manifest
 from runtime.artifacts.paths import safe_name
+from runtime.errors import DataError, InputError, TargetChanged
+from runtime.jobs.histogram import Histogram
 from runtime.preprocess import as_nhwc, to_batch
 
 SCHEMA = "featuremaps.stats/1"

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from runtime.artifacts.atomic import atomic_write, build_dir, replace_dir
-from runtime.errors import DataError, TargetChanged
 from runtime.artifacts.hashing import MANIFEST, sha256_file
 from runtime.artifacts.manifest import Manifest
 from runtime.artifacts.paths import confine, safe_name
+from runtime.errors import DataError, TargetChanged
 
 SUFFIXES = (".npz", ".zarr")
 # Blosc with LZ4 at level 6, no shuffle: on ReLU maps (70-80% exact zeros) it measured 0.295x the raw

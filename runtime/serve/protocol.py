@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.errors import InputError
 from runtime.artifacts.manifest import Manifest
+from runtime.errors import InputError
 
 HEADER_LENGTH = "inference-header-content-length"
 # The input datatypes accepted: preprocessed floats, or raw pixels that the manifest's

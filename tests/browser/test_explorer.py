@@ -10,9 +10,9 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from serving import Server
 
 import runtime
-from serving import Server
 
 LAST = """() => {
   const l = window.explorer.last, outputs = {};

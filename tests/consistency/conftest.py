@@ -82,9 +82,10 @@ def consistency_digits(request, digits):
 def consistency_case(request, reference_artifacts, zoo_model_file, zoo_artifacts, consistency_digits,
                      preexported_artifacts):
     """name -> Case, built once per session."""
+    from zoo import digits_as
+
     from runtime import read_manifest
     from runtime.preprocess import to_batch
-    from zoo import digits_as
 
     cache: dict[str, Case] = {}
 

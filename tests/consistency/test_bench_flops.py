@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.flops import main, onnx_flops
-from runtime.errors import ArtifactError
 from runtime.cli.process import run_cli
+from runtime.errors import ArtifactError
 
 ROOT = Path(__file__).resolve().parents[2]
 

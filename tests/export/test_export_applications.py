@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from zoo import APPLICATIONS
 
 import runtime
 from runtime.compare import compare_outputs, failures
-from zoo import APPLICATIONS
 
 
 def keras_reference(model_file, manifest, pixels: np.ndarray) -> dict:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from zoo import digits_as
 
 import runtime
 from export.pipeline import ExportOptions, export_model
 from runtime.artifacts.manifest import Preprocessing
 from runtime.compare import compare_outputs, failures
-from zoo import digits_as
 
 
 def keras_outputs(model_path, names, images):

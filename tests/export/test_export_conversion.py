@@ -57,10 +57,10 @@ def test_weights_over_the_limit_go_to_hashed_external_data(tmp_path, monkeypatch
 
 
 def test_extra_graph_inputs_are_reported_as_such():
-    from export.artifacts import write_onnx
-
     # A hand-made function with a second input stands for any graph that gained inputs in conversion.
     import tensorflow as tf
+
+    from export.artifacts import write_onnx
 
     @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="image"),
                                   tf.TensorSpec([None, 4], tf.float32, name="extra")])

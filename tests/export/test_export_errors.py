@@ -5,15 +5,14 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import export.pipeline as pipeline
 from export.cli import main
 from export.pipeline import ExportOptions, export_model
-from runtime.errors import DataError, ExportError
-from runtime.cli.process import run_cli
 from runtime.artifacts.manifest import read_manifest
+from runtime.cli.process import run_cli
+from runtime.errors import DataError, ExportError
 
 
 def cli_error(capsys, *args) -> str:

@@ -6,9 +6,9 @@ import pytest
 import runtime
 from export.cli import main
 from export.graph import conv_classes, select_layers, trace
-from runtime.errors import ExportError
-from runtime.cli.process import run_cli
 from runtime.artifacts.paths import safe_name
+from runtime.cli.process import run_cli
+from runtime.errors import ExportError
 
 BASE = "mobilenetv2_0.35_32"
 

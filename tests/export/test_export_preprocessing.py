@@ -8,8 +8,8 @@ import runtime
 from export.cli import main
 from export.graph import trace
 from export.preprocessing import PreprocessingWarning, choose_preprocessing, model_preprocessing
-from runtime.cli.process import run_cli
 from runtime.artifacts.manifest import Preprocessing
+from runtime.cli.process import run_cli
 
 
 def chain(*first_layers, nested: bool = False):

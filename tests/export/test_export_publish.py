@@ -18,8 +18,8 @@ from export import pipeline
 from export.cli import main
 from export.pipeline import ExportOptions, export_model
 from runtime.artifacts import atomic
-from runtime.errors import ExportError
 from runtime.cli.process import run_cli
+from runtime.errors import ExportError
 
 ROOT = Path(__file__).resolve().parents[2]
 

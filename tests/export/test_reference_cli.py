@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from export.cli import reference_main as main
 from export.reference import REFERENCE_MODEL

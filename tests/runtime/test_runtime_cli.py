@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from runtime.artifacts.manifest import read_manifest
 from runtime.cli.main import main
+from runtime.cli.process import run_cli
 from runtime.compare import compare_outputs, failures
 from runtime.errors import DataError
-from runtime.cli.process import run_cli
-from runtime.artifacts.manifest import read_manifest
 from runtime.jobs.store import NpzWriter
 
 ROOT = Path(__file__).resolve().parents[2]

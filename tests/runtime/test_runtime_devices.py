@@ -7,10 +7,10 @@ import pytest
 import runtime
 import runtime.api
 import runtime.backends
+from runtime.artifacts.manifest import read_manifest
 from runtime.backends import gpu_missing
 from runtime.compare import GPU_TOLERANCE, compare_outputs, failures
 from runtime.errors import BackendError, DeviceError
-from runtime.artifacts.manifest import read_manifest
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.cli.main import main as runtime_main
-from runtime.errors import ArtifactError
-from runtime.cli.process import run_cli
 from runtime.artifacts.hashing import tree_files
+from runtime.cli.main import main as runtime_main
+from runtime.cli.process import run_cli
+from runtime.errors import ArtifactError
 
 
 def edit_manifest(folder: Path, change) -> None:

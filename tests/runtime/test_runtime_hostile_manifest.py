@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.errors import ArtifactError
 from runtime.artifacts.manifest import MAX_DEPTH, MAX_MANIFEST_BYTES, Manifest, read_manifest
+from runtime.errors import ArtifactError
 
 
 @pytest.fixture(scope="module")

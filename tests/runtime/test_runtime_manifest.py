@@ -10,8 +10,8 @@ import pytest
 
 import runtime
 import runtime.api
-from runtime.errors import ArtifactError
 from runtime.artifacts.manifest import SCHEMA_VERSION, Manifest, read_manifest
+from runtime.errors import ArtifactError
 
 
 def flip_byte(path: Path, at: float = 0.5) -> None:

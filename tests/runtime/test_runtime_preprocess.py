@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.errors import InputError
 from runtime.artifacts.manifest import InputSpec, Preprocessing
+from runtime.errors import InputError
 from runtime.preprocess import is_batch, to_batch
 
 GRAY = InputSpec("image", "float32", (None, 28, 28, 1), "NHWC", Preprocessing())

@@ -9,8 +9,8 @@ from PIL import Image
 
 import runtime
 from runtime.cli.main import main
-from runtime.errors import InputError
 from runtime.cli.process import run_cli
+from runtime.errors import InputError
 from runtime.jobs.stats import Histogram, Stats
 
 K, THRESHOLD = 5, 0.25

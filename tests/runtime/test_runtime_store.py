@@ -14,8 +14,8 @@ import zarr
 from PIL import Image
 
 from runtime.cli.main import main
-from runtime.errors import ArtifactError, DataError
 from runtime.cli.process import run_cli
+from runtime.errors import ArtifactError, DataError
 from runtime.jobs.store import ZARR_CODEC, NpzWriter, ZarrWriter, chunk_rows
 
 ROOT = Path(__file__).resolve().parents[2]

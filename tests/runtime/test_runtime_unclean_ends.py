@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import runtime.api
-from runtime.cli.process import run_cli
-from runtime.cli.process import terminate_as_interrupt
+from runtime.cli.process import run_cli, terminate_as_interrupt
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from serving import ROOT  # tests/serving.py
 
 from runtime.cli.main import main
 from runtime.cli.process import run_cli
-from serving import ROOT  # tests/serving.py
 
 
 @pytest.mark.parametrize("args, words", [

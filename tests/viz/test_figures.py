@@ -8,8 +8,18 @@ import pytest
 from PIL import Image
 
 from runtime.errors import InputError
-from viz.figures import (MIN_MAP_PX, NORMALIZATION_TEXT, comparison_figure, grid_figure, layer_figure,
-                         maps_shape_text, save_grid, save_png, to_uint8, upscale_factor)
+from viz.figures import (
+    MIN_MAP_PX,
+    NORMALIZATION_TEXT,
+    comparison_figure,
+    grid_figure,
+    layer_figure,
+    maps_shape_text,
+    save_grid,
+    save_png,
+    to_uint8,
+    upscale_factor,
+)
 from viz.tiling import tile
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.errors import ArtifactError, DataError
 from runtime.cli.process import run_cli
+from runtime.errors import ArtifactError, DataError
 from viz import gallery
 
 

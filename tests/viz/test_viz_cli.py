@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.errors import InputError
 from runtime.cli.process import run_cli
 from runtime.data.mnist import shipped_digits
+from runtime.errors import InputError
 from viz.cli import main
 from viz.draw import select_layers, write_figures
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cli.process import run_cli
 from runtime.artifacts.manifest import OutputSpec
+from runtime.cli.process import run_cli
 from viz.cli import main
 from viz.draw import file_names, write_figures
 

@@ -1,4 +1,4 @@
-"""A real `python -m runtime serve` subprocess on 127.0.0.1 with a free port: used by tests/serve and benchmarks."""
+"""A real `python -m runtime serve` subprocess on 127.0.0.1 with a free port: used by tests/runtime/serve and benchmarks."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 60
-MAX_BATCH = 16  # of the session server in tests/serve
+MAX_BATCH = 16  # of the session server in tests/runtime/serve
 
 
 class Server:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HEAVY = ["tensorflow", "keras", "matplotlib", "tf2onnx", "onnx"]
 # Run first in the child: makes these packages unimportable, as in an ONNX-only install
 # (importlib.util.find_spec also reports them absent).

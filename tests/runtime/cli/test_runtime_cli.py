@@ -23,7 +23,7 @@ from runtime.compare import compare_outputs, failures
 from runtime.errors import DataError
 from runtime.jobs.store import NpzWriter
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:

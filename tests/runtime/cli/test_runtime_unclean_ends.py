@@ -13,7 +13,7 @@ import pytest
 import runtime.api
 from runtime.cli.process import run_cli, terminate_as_interrupt
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_sigterm_during_run_leaves_no_temp_files(tmp_path, reference_artifacts, many_images, signalled_run):

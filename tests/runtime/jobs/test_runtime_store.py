@@ -18,7 +18,7 @@ from runtime.cli.process import run_cli
 from runtime.errors import ArtifactError, DataError
 from runtime.jobs.store import ZARR_CODEC, NpzWriter, ZarrWriter, chunk_rows
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:

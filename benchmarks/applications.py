@@ -37,7 +37,8 @@ FAMILIES = {
     "EfficientNetV2B2": 32, "EfficientNetV2B3": 32, "DenseNet169": 32, "DenseNet201": 32,
     "ResNet101": 32, "ResNet101V2": 32, "ResNet152": 32, "ResNet152V2": 32, "InceptionResNetV2": 75,
     "ConvNeXtTiny": 32, "EfficientNetB4": 32, "EfficientNetV2S": 32, "ConvNeXtSmall": 32, "EfficientNetB5": 32,
-    "EfficientNetB6": 32, "EfficientNetV2M": 32, "EfficientNetB7": 32, "ConvNeXtBase": 32, "NASNetLarge": 32, "EfficientNetV2L": 32, "ConvNeXtLarge": 32, "ConvNeXtXLarge": 32,
+    "EfficientNetB6": 32, "EfficientNetV2M": 32, "EfficientNetB7": 32, "ConvNeXtBase": 32, "NASNetLarge": 32,
+    "EfficientNetV2L": 32, "ConvNeXtLarge": 32, "ConvNeXtXLarge": 32,
 }
 QUICK = ["MobileNetV2", "EfficientNetB0", "ResNet50", "InceptionV3", "ConvNeXtTiny"]
 VARIANTS = ("top", "transfer")
@@ -59,7 +60,8 @@ def build(family: str, variant: str, size: int, path: Path) -> int:
     else:
         base = cls(weights=None, input_shape=shape, include_top=False)
         model = keras.Sequential([keras.Input(shape), base, layers.GlobalAveragePooling2D(name="gap"),
-                                  layers.Dense(5, activation="softmax", name="head")], name=f"{family.lower()}_transfer")
+                                  layers.Dense(5, activation="softmax", name="head")],
+                                 name=f"{family.lower()}_transfer")
     model.save(path)
     return int(model.count_params())
 

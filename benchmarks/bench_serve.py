@@ -127,7 +127,8 @@ def load_test(srv, images: np.ndarray, seconds: float, clients: int = CLIENTS, p
     inferences = after["inference_count"] - before["inference_count"]
     warm = memory[len(memory) // 4:] or memory  # after the first quarter: allocations have settled
     return {
-        "clients": clients, "images_per_request": per_request, "seconds": elapsed, "requests": int(len(lat)), "errors": len(errors),
+        "clients": clients, "images_per_request": per_request, "seconds": elapsed, "requests": int(len(lat)),
+        "errors": len(errors),
         "first_errors": errors[:3], "images_per_s": inferences / elapsed,
         "latencies": lat,
         "mean_batch": inferences / executions if executions else 0.0,
@@ -182,7 +183,8 @@ def test_serve_load(benchmark, served, inprocess, bench_images, per_request):
         "server_cpu_s_per_image": float(np.mean([r["server_cpu_s_per_image"] for r in rounds])),
         "client_cpu_s_per_image": float(np.mean([r["client_cpu_s_per_image"] for r in rounds])),
         # Memory after the first round (arenas and buffers grown for the batch sizes seen) to the end.
-        "rss_start_bytes": rounds[min(1, len(rounds) - 1)]["rss_start_bytes"], "rss_end_bytes": rounds[-1]["rss_end_bytes"],
+        "rss_start_bytes": rounds[min(1, len(rounds) - 1)]["rss_start_bytes"],
+        "rss_end_bytes": rounds[-1]["rss_end_bytes"],
         "rss_max_bytes": max(r["rss_max_bytes"] or 0 for r in rounds),
         "load_average": round(os.getloadavg()[0], 1),  # other work sharing the cores
         "ratio_target": THROUGHPUT_RATIO_MIN,

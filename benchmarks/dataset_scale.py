@@ -39,7 +39,8 @@ def job(kind: str, artifacts: str, images: str, out: str, n: int) -> dict:
                 pass
     elif kind in ("run", "stats", "ray_run"):
         command = "stats" if kind == "stats" else "run"
-        argv = [command, artifacts, "--input", images, "--out", out, "--quiet"] + (["--ray"] if kind == "ray_run" else [])
+        argv = ([command, artifacts, "--input", images, "--out", out, "--quiet"]
+                + (["--ray"] if kind == "ray_run" else []))
         if kind == "ray_run":
             import ray
 
@@ -187,12 +188,15 @@ def main(argv=None) -> int:
         row = {"images": n, "stream_ips": n / stream["seconds"], "run_ips": n / run["seconds"],
                "size_ratio": size / raw, "stats_ips": n / stats["seconds"], "stats_rss_mb": stats["peak_rss_mb"],
                "run_rss_mb": run["peak_rss_mb"], "read_one_image_ms": read_ms,
-               "cpu_us": {k: 1e6 * j["cpu_seconds"] / n for k, j in (("stream", stream), ("run", run), ("stats", stats))}}
+               "cpu_us": {k: 1e6 * j["cpu_seconds"] / n
+                          for k, j in (("stream", stream), ("run", run), ("stats", stats))}}
         report["rows"].append(row)
         lines.append(f"| {n:,} | {row['stream_ips']:,.0f} | {row['run_ips']:,.0f} | "
-                     f"{row['run_ips'] / row['stream_ips']:.2f}x | {row['size_ratio']:.3f} ({size / 1e9:.2f} GB) | {read_ms:.1f} ms | "
+                     f"{row['run_ips'] / row['stream_ips']:.2f}x | {row['size_ratio']:.3f} ({size / 1e9:.2f} GB) | "
+                     f"{read_ms:.1f} ms | "
                      f"{row['stats_ips']:,.0f} | {row['stats_ips'] / row['stream_ips']:.2f}x | "
-                     f"{row['stats_rss_mb']:,.0f} MB | " + ", ".join(f"{v:,.0f}" for v in row["cpu_us"].values()) + " |")
+                     f"{row['stats_rss_mb']:,.0f} MB | "
+                     + ", ".join(f"{v:,.0f}" for v in row["cpu_us"].values()) + " |")
         print(lines[-1], flush=True)
     parts = breakdown(args.artifacts, x[:2048])
     report["breakdown"] = parts

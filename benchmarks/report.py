@@ -173,7 +173,8 @@ def efficiency(results: list[Result], peak: tuple[float, dict] | None) -> list[s
         gflops, info = peak
         lines.append(f"Machine peak: {gflops:.1f} GFLOP/s (float32 numpy matmul {info.get('n')}x{info.get('n')}, "
                      f"best round, same run); compute floor {flops / (gflops * 1e9) * 1e6:.1f} us per image.")
-    lines += ["", "| batch | fastest approach | images/s | achieved GFLOP/s | fraction of peak |", "|---|---|---|---|---|"]
+    lines += ["", "| batch | fastest approach | images/s | achieved GFLOP/s | fraction of peak |",
+              "|---|---|---|---|---|"]
     for batch in sorted({r.batch for r in results}):
         best = max((r for r in results if r.batch == batch), key=lambda r: r.images_per_s)
         achieved = flops * best.images_per_s / 1e9

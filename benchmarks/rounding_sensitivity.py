@@ -33,7 +33,8 @@ def main(argv=None) -> int:
     print(f"{args.family} at {args.size}x{args.size}, random weights, 16 noise images, every pixel + 1 ulp:")
     for name, a, b in zip([*names, "predictions"], before, after):
         same = (a.reshape(len(a), -1).argmax(1) == b.reshape(len(b), -1).argmax(1)).mean()
-        print(f"  {name}: range {np.abs(a).max():.3g}, moved by {np.abs(a - b).max():.3g}; argmax unchanged on {same:.0%}")
+        print(f"  {name}: range {np.abs(a).max():.3g}, moved by {np.abs(a - b).max():.3g}; "
+              f"argmax unchanged on {same:.0%}")
     return 0
 
 

@@ -46,12 +46,13 @@ def serve_section(data: dict) -> list[str]:
     lines = ["## Serving: Open Inference Protocol over loopback HTTP, against targets", ""]
     if loads:
         lines += ["| clients x images per request | images/s served | in-process Model.stream at the formed batch | "
-                  "ratio, median round (target >= 0.6x) | mean formed batch | p50 / p99 latency | errors | server RSS start -> end "
-                  "(max) | CPU per image: server / clients / in-process | load average |",
+                  "ratio, median round (target >= 0.6x) | mean formed batch | p50 / p99 latency | errors | "
+                  "server RSS start -> end (max) | CPU per image: server / clients / in-process | load average |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(loads, key=lambda r: r.get("images_per_request", 1)):
             mb = 1024 * 1024
-            rss = (f"{r['rss_start_bytes'] / mb:.1f} -> {r['rss_end_bytes'] / mb:.1f} ({r['rss_max_bytes'] / mb:.1f}) MB"
+            rss = (f"{r['rss_start_bytes'] / mb:.1f} -> {r['rss_end_bytes'] / mb:.1f} "
+                   f"({r['rss_max_bytes'] / mb:.1f}) MB"
                    if r.get("rss_start_bytes") else "n/a")
             lines.append(
                 f"| {r['clients']} x {r.get('images_per_request', 1)} | {r['images_per_s']:,.0f} | "
@@ -75,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serve_report", description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="?", type=Path, help="pytest-benchmark JSON (default: newest under .benchmarks/)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--write", action="store_true", help=f"write the tracked {DEFAULT_OUT.relative_to(RESULTS.parents[1])}")
+    where.add_argument("--write", action="store_true",
+                       help=f"write the tracked {DEFAULT_OUT.relative_to(RESULTS.parents[1])}")
     where.add_argument("--out", type=Path, help="markdown file to write (default: print only)")
     args = parser.parse_args(argv)
     out = DEFAULT_OUT if args.write else args.out

@@ -25,7 +25,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                        "ONNX artifacts exposing its feature maps as named outputs.")
     p.add_argument("--model", type=Path, default=REFERENCE_MODEL,
                    help="trained Keras model (.keras, .h5); default: the shipped reference MNIST CNN")
-    p.add_argument("--out", type=Path, default=Path("artifacts"), help="artifacts folder to create (default: artifacts)")
+    p.add_argument("--out", type=Path, default=Path("artifacts"),
+                   help="artifacts folder to create (default: artifacts)")
     p.add_argument("--layers", type=comma_list, help="comma-separated layer names to expose (default: every Conv2D)")
     p.add_argument("--data", help="Keras mnist.npz to verify MNIST-shaped models on "
                                   "(default: $MNIST_NPZ, then the Keras cache)")
@@ -65,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     given = None
     if args.scale is not None or args.offset is not None:
-        given = Preprocessing(scale=Preprocessing.scale if args.scale is None else args.scale, offset=args.offset or 0.0)
+        given = Preprocessing(scale=Preprocessing.scale if args.scale is None else args.scale,
+                              offset=args.offset or 0.0)
     options = ExportOptions(
         layers=args.layers, data=args.data, opset=args.opset, force=args.force, allow_unsafe=args.allow_unsafe,
         tolerance=Tolerance(args.atol, args.rtol, args.noise), preprocessing=given, labels=args.labels,
@@ -80,8 +82,8 @@ def summary(manifest: Manifest, out: Path, seconds: float) -> str:
     v = manifest.verification
     lines = [f"exported {manifest.source_model['file']} -> {out}/ in {seconds:.1f} s"]
     pre = manifest.input.preprocessing
-    lines.append(f"  input  {manifest.input.name}: float32 {list(manifest.input.shape)} = uint8 pixels * {pre.scale:.6g} "
-                 f"+ {pre.offset:g}" + (f" ({as_flags(pre.reason)})" if pre.reason else ""))
+    lines.append(f"  input  {manifest.input.name}: float32 {list(manifest.input.shape)} = uint8 pixels * "
+                 f"{pre.scale:.6g} + {pre.offset:g}" + (f" ({as_flags(pre.reason)})" if pre.reason else ""))
     for o in manifest.outputs:
         errors = v["outputs"][o.name]
         worst = max(e["max_abs"] for e in errors.values())
@@ -101,7 +103,8 @@ def summary(manifest: Manifest, out: Path, seconds: float) -> str:
     else:
         lines.append("  accuracy not scored: no labels known to apply to this model (pass --data with labels)")
     size = sum(f["bytes"] for f in manifest.files.values())
-    lines.append(f"  files: manifest.json, model.onnx, saved_model/ ({size / 1e6:.2f} MB), opset {manifest.onnx['opset']}")
+    lines.append(f"  files: manifest.json, model.onnx, saved_model/ ({size / 1e6:.2f} MB), "
+                 f"opset {manifest.onnx['opset']}")
     if manifest.preview:
         lines.append(f"  preview: {out / manifest.preview['file']} ({manifest.preview['output']} maps of "
                      f"{manifest.preview['image']})")

@@ -267,8 +267,8 @@ def _add(outputs: dict, specs: list, node: Node, tensor, role: str) -> None:
     if name in outputs:
         return
     if not VALID_NAME.fullmatch(name) or len(name) > 128 or name.endswith("."):
-        raise ExportError(f"layer name {node.path!r} cannot name an output: use 1-128 letters, digits, '_', '.' and '-' "
-                          "only (rename the layer where the model is defined, then save it again)")
+        raise ExportError(f"layer name {node.path!r} cannot name an output: use 1-128 letters, digits, '_', '.' "
+                          "and '-' only (rename the layer where the model is defined, then save it again)")
     layer = node.layer
     shape = tuple(tensor.shape)
     if getattr(layer, "data_format", "channels_last") == "channels_first" and len(shape) == 4:

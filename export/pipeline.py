@@ -232,7 +232,7 @@ def _publish(tmp: Path, out: Path, force: bool) -> None:
 
 
 def _external(path: Path) -> dict:
-    """{"external_data": [files]} for a graph with ONNX external data (the ONNX backend loads exactly those), else {}."""
+    """{"external_data": [files]} for a graph with ONNX external data (the ONNX backend loads only those), else {}."""
     files = onnx_external_data(path)
     return {"external_data": files} if files else {}
 

@@ -139,7 +139,8 @@ class Model:
         """
         self._check_open()
         names = self._names(outputs)
-        if isinstance(images, np.ndarray) and images.ndim >= 3 and len(images) > CHUNK and is_batch(images, self.input_spec):
+        if (isinstance(images, np.ndarray) and images.ndim >= 3 and len(images) > CHUNK
+                and is_batch(images, self.input_spec)):
             return self._run_in_chunks(images, names)
         return self._infer(to_batch(images, self.manifest.input, self._check_values), names)
 
@@ -221,7 +222,8 @@ class Model:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Model({str(self.folder)!r}, backend={self.backend!r}, device={self.device!r}, outputs={self.output_names})"
+        return (f"Model({str(self.folder)!r}, backend={self.backend!r}, device={self.device!r}, "
+                f"outputs={self.output_names})")
 
 
 def _chunks(items: Iterable, spec: InputSpec, batch_size: int,

@@ -13,7 +13,10 @@ PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)(?:=True)?`")
 
 
 def param(name: str, switch: bool = False) -> str:
-    """A parameter's name as messages write it (see PARAMETER): param("out") -> `out`, param("force", True) -> `force=True`."""
+    """A parameter's name as messages write it (see PARAMETER).
+
+    param("out") -> `out`, param("force", True) -> `force=True`.
+    """
     return f"`{name}=True`" if switch else f"`{name}`"
 
 

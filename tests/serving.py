@@ -1,4 +1,4 @@
-"""A real `python -m runtime serve` subprocess on 127.0.0.1 with a free port: used by tests/runtime/serve and benchmarks."""
+"""A real `python -m runtime serve` subprocess on 127.0.0.1 with a free port: for tests/runtime/serve and benchmarks."""
 from __future__ import annotations
 
 import os

@@ -103,9 +103,11 @@ def violation(importer: str, imp: Import) -> str | None:
             return None
         return f"{where}: nothing imports runtime.cli but __main__ (and export's and viz's CLIs: args and process)"
     if top in ("export", "viz"):
-        return None if theirs in EXPORT_VIZ_MAY_USE else f"{where}: export/ and viz/ use only {sorted(EXPORT_VIZ_MAY_USE)}"
+        return (None if theirs in EXPORT_VIZ_MAY_USE
+                else f"{where}: export/ and viz/ use only {sorted(EXPORT_VIZ_MAY_USE)}")
     if mine is None:  # the face re-exports the library and runtime.stats
-        return None if theirs in ("errors", "artifacts", "backends", "library", "jobs") else f"{where}: not for the face"
+        return (None if theirs in ("errors", "artifacts", "backends", "library", "jobs")
+                else f"{where}: not for the face")
     if mine == theirs or RANKS[theirs] < RANKS[mine]:
         return None
     return f"{where}: layer {mine!r} may import only layers above it ({theirs!r} is not)"

@@ -132,7 +132,8 @@ def convnext_style():
 
     keras.utils.set_random_seed(3)
     inp = keras.Input((32, 32, 3))
-    x = layers.Normalization(mean=[123.7, 116.3, 103.5], variance=[58.4 ** 2, 57.1 ** 2, 57.4 ** 2], name="prestem")(inp)
+    x = layers.Normalization(mean=[123.7, 116.3, 103.5], variance=[58.4 ** 2, 57.1 ** 2, 57.4 ** 2],
+                             name="prestem")(inp)
     x = layers.Conv2D(16, 4, strides=4, name="stem")(x)
     x = layers.LayerNormalization(epsilon=1e-6, name="stem_ln")(x)
     y = layers.DepthwiseConv2D(7, padding="same", name="block_dw")(x)

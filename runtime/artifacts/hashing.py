@@ -111,7 +111,8 @@ def _open_checked(folder: Path, rel: str, meta: dict) -> BinaryIO:
 
 
 def _unreadable(rel: str, exc: OSError) -> ArtifactError:
-    return ArtifactError(f"cannot read artifact file {rel!r}: {exc.strerror or exc} (a symbolic link, or no permission)")
+    return ArtifactError(f"cannot read artifact file {rel!r}: {exc.strerror or exc} "
+                         "(a symbolic link, or no permission)")
 
 
 def _compare(rel: str, sha256: str, meta: dict) -> None:

@@ -347,7 +347,8 @@ def belongs_to(rel: str, prefix: str) -> bool:
 
 
 __all__ = [
-    "SCHEMA_VERSION", "belongs_to", "ONNX_FILE", "ONNX_DATA_FILE", "SAVED_MODEL_DIR", "SIGNATURE", "INPUT_NAME", "LAYOUTS", "MANIFEST",
+    "SCHEMA_VERSION", "belongs_to", "ONNX_FILE", "ONNX_DATA_FILE", "SAVED_MODEL_DIR", "SIGNATURE", "INPUT_NAME",
+    "LAYOUTS", "MANIFEST",
     "Preprocessing", "InputSpec", "OutputSpec", "Manifest", "read_manifest", "verify_files_against", "tree_files",
     "listed_files", "unlisted_files", "validate", "MAX_MANIFEST_BYTES", "MAX_DEPTH",
 ]

@@ -125,7 +125,8 @@ class OnnxRunner:
             raise DeviceError(f"device 'gpu' asked for, but onnxruntime took {self.providers}; {GPU_FIX}")
         self.device = device
         names = [o.name for o in self.session.get_outputs()]
-        if [i.name for i in self.session.get_inputs()] != [INPUT_NAME] or sorted(names) != sorted(manifest.output_names):
+        if ([i.name for i in self.session.get_inputs()] != [INPUT_NAME]
+                or sorted(names) != sorted(manifest.output_names)):
             raise ArtifactError(f"{path} has outputs {names}, the manifest lists {manifest.output_names}")
 
     @staticmethod

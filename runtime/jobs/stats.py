@@ -221,7 +221,8 @@ class Stats:
                       "dtype": str(self.input_dtype) if self.input_dtype is not None else "uint8"},
             "outputs": {name: {"layer": self.manifest.output(name).layer, "shape": list(s.shape),
                                "channels": s.channels(self.images),
-                               "histogram": {"edges": s.histogram.edges.tolist(), "counts": s.histogram.counts.tolist()},
+                               "histogram": {"edges": s.histogram.edges.tolist(),
+                                             "counts": s.histogram.counts.tolist()},
                                "topk": f"topk/{name}.npz"} for name, s in self.outputs.items()},
             "sources": "sources.txt" if self._has_all_sources() else None,
         }

@@ -212,8 +212,9 @@ class ZarrWriter(_Writer):
 
     With shard_rows, chunks are grouped in shards of that many rows (one file per shard): zarr's
     cost per file was larger than the compression of a 32-image chunk, and readers still
-    decompress one chunk to read one image. The store is built in a hidden folder beside the target with attrs "complete": false, and renamed
-    into place by commit(), which sets "complete": true; an existing store at the target is replaced then.
+    decompress one chunk to read one image. The store is built in a hidden folder beside the target
+    with attrs "complete": false, and renamed into place by commit(), which sets "complete": true; an
+    existing store at the target is replaced then.
     """
 
     def __init__(self, path: Path, rows: int, chunk_rows: int, attrs: dict, shard_rows: int | None = None):

@@ -142,7 +142,8 @@ def _outputs(requested, params: dict, manifest: Manifest) -> tuple[list[str], di
     if requested is None:
         return manifest.output_names, dict.fromkeys(manifest.output_names, default)
     if not isinstance(requested, list) or not requested or not all(isinstance(o, dict) for o in requested):
-        raise InputError(f"request 'outputs' must be a non-empty list of objects with a 'name'; got {_short(requested)}")
+        raise InputError("request 'outputs' must be a non-empty list of objects with a 'name'; "
+                         f"got {_short(requested)}")
     names, binary = [], {}
     for item in requested:
         name = item.get("name")

@@ -102,6 +102,6 @@ def write_repository(artifacts: str | os.PathLike, out: str | os.PathLike,
     except OSError as exc:
         raise DataError(f"cannot write the model repository in {str(out)!r}: {exc}") from None
     except TargetChanged as exc:
-        raise UsageError(str(exc) + ("; pass `force=True` to replace it" if exc.appeared and not options.force else "")) \
-            from None
+        raise UsageError(str(exc) + ("; pass `force=True` to replace it"
+                                     if exc.appeared and not options.force else "")) from None
     return target

@@ -144,7 +144,8 @@ def test_gpu_matches_cpu(model, backend, consistency_case, runner, consistency_r
         differ += int((on_gpu[p].argmax(axis=1) != on_cpu[p].argmax(axis=1)).sum())
     tol = GPU_TOLERANCE
     table = error_table(diffs, tol)
-    title = f"{model}: {backend} gpu vs cpu on {len(case.images)} images; tolerance atol {tol.atol:g} + rtol {tol.rtol:g}"
+    title = (f"{model}: {backend} gpu vs cpu on {len(case.images)} images; "
+             f"tolerance atol {tol.atol:g} + rtol {tol.rtol:g}")
     consistency_report(model, f"{backend} gpu vs cpu", f"{len(case.images)} images", diffs, tol)
     assert not failures(diffs, tol), f"{title}\n{table}"
     assert differ == 0, f"{model}: argmax differs between {backend} gpu and cpu on {differ} images"

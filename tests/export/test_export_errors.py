@@ -267,7 +267,8 @@ def test_force_never_deletes_what_is_not_artifacts(capsys, tmp_path, monkeypatch
 
 def test_empty_folder_is_a_valid_forced_target(tmp_path, zoo_model_file):
     (tmp_path / "empty").mkdir()
-    assert run_cli(main, ["--model", str(zoo_model_file("rgb_small")), "--out", str(tmp_path / "empty"), "--force"]) == 0
+    assert run_cli(main, ["--model", str(zoo_model_file("rgb_small")), "--out", str(tmp_path / "empty"),
+                          "--force"]) == 0
     assert read_manifest(tmp_path / "empty").verification["passed"]
 
 

@@ -64,7 +64,8 @@ def keras_outputs():
             import keras
 
             model = keras.models.load_model(model_file, compile=False)
-            cache[str(model_file)] = keras.Model(model.inputs[0], [model.get_layer(o.layer).output for o in manifest.outputs])
+            cache[str(model_file)] = keras.Model(model.inputs[0],
+                                                 [model.get_layer(o.layer).output for o in manifest.outputs])
         sub = cache[str(model_file)]
 
         def run(batch: np.ndarray) -> dict[str, np.ndarray]:

@@ -121,7 +121,7 @@ def test_comparison_figure_titles_name_layers_and_shapes(tmp_path):
     assert [t.get_text() for t in fig.axes[0].texts] == ["predicted 7 (p = 0.998)"]
     img = decode(save_png(fig, tmp_path / "comparison.png"))
     # Every map at least MIN_MAP_PX pixels on screen: panel width in pixels / mosaic width * map width.
-    for ax, (h, w, cols) in zip(fig.axes[1:], [(26, 26, 8), (11, 11, 8)]):
+    for ax, (_h, w, cols) in zip(fig.axes[1:], [(26, 26, 8), (11, 11, 8)]):
         panel_px = ax.get_position().width * img.size[0]
         assert panel_px / (cols * (w + 1) - 1) * w >= MIN_MAP_PX - 0.5
     assert_grayscale(img)

@@ -122,7 +122,8 @@ def test_index_into_the_full_test_set(reference_artifacts, tmp_path, capsys, mni
     (["--index", "64"], "--index 64 is out of range for the 64 MNIST test digits shipped with featuremaps: "
                         "valid indices are 0..63"),
     (["--index", "-1"], "valid indices are 0..63"),
-    (["--image", "{tmp}/missing.png"], "cannot read image '{tmp}/missing.png': No such file or directory; expected PNG"),
+    (["--image", "{tmp}/missing.png"], "cannot read image '{tmp}/missing.png': No such file or directory; "
+                                       "expected PNG"),
     (["--image", "{tmp}/notes.txt"], "cannot read image '{tmp}/notes.txt': not an image format Pillow recognises"),
     (["--data", "{tmp}/none.npz"], "MNIST file from --data not found"),
     (["--device", "tpu"], "unknown device 'tpu'"),

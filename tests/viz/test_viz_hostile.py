@@ -1,4 +1,4 @@
-"""viz never overwrites its own outputs, and bad names or a missing drawing stack are one-line errors leaving nothing."""
+"""viz never overwrites its own outputs; bad names or a missing drawing stack are one-line errors leaving nothing."""
 from __future__ import annotations
 
 import json

@@ -32,7 +32,8 @@ def test_run_refuses_output_names_that_are_paths(capsys, tmp_path, artifacts_cop
     out = tmp_path / "a" / "b" / "acts.npz"
     out.parent.mkdir(parents=True)
     before = listing(tmp_path)
-    code = run_cli(runtime_main, ["run", str(artifacts_copy), "--input", str(tmp_path / "digits.npy"), "--out", str(out)])
+    code = run_cli(runtime_main, ["run", str(artifacts_copy), "--input", str(tmp_path / "digits.npy"),
+                                  "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "is not allowed" in err and victim in err
     assert listing(tmp_path) == before  # nothing written, no temp file left
@@ -43,11 +44,11 @@ def test_outside_paths_are_refused_alike_whether_they_exist_or_not(capsys, tmp_p
     (tmp_path / "exists.bin").write_bytes(b"secret")
     messages = []
     for target in ["../exists.bin", "../absent.bin"]:
-        edit_manifest(artifacts_copy, lambda d: d["files"].update({f"saved_model/{target}": {"sha256": "0" * 64,
-                                                                                            "bytes": 6}}))
+        edit_manifest(artifacts_copy, lambda d, target=target: d["files"].update(
+            {f"saved_model/{target}": {"sha256": "0" * 64, "bytes": 6}}))
         assert run_cli(runtime_main, ["info", str(artifacts_copy)]) == 2
         messages.append(capsys.readouterr().err.replace(target, "X"))
-        edit_manifest(artifacts_copy, lambda d: d["files"].pop(f"saved_model/{target}"))
+        edit_manifest(artifacts_copy, lambda d, target=target: d["files"].pop(f"saved_model/{target}"))
     assert messages[0] == messages[1] and "leaves the folder" in messages[0]
 
 

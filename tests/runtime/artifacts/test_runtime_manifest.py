@@ -63,7 +63,8 @@ TAMPERING = {
     "onnx not listed": (lambda f: edit_manifest(f, lambda d: d["files"].pop("model.onnx")),
                         "lists no sha256 for 'model.onnx'", ONNX),
     "file entry without sha256": (lambda f: edit_manifest(f, lambda d: d["files"]["model.onnx"].pop("sha256")),
-                                  r"files\['model.onnx'\] must be an object with exactly 'bytes' and 'sha256'", ONNX | TF),
+                                  r"files\['model.onnx'\] must be an object with exactly 'bytes' and 'sha256'",
+                                  ONNX | TF),
     "folder missing": (lambda f: shutil.rmtree(f), "does not exist .*python -m export", ONNX | TF),
     "folder is a file": (lambda f: (shutil.rmtree(f), f.write_text("x")), "is not a folder", ONNX | TF),
 }

@@ -30,7 +30,8 @@ def gpu(backend) -> None:
 # --- without a GPU --------------------------------------------------------------------------------
 
 def test_gpu_asked_for_but_absent_is_an_error_naming_what_is_available(reference_artifacts, backend, no_gpu):
-    with pytest.raises(DeviceError, match=rf"device 'gpu' asked for backend '{backend}', but it has only \['cpu'\] here"):
+    with pytest.raises(DeviceError,
+                       match=rf"device 'gpu' asked for backend '{backend}', but it has only \['cpu'\] here"):
         runtime.load(reference_artifacts, backend=backend, device="gpu")
 
 

@@ -25,7 +25,8 @@ def python(code: str) -> dict:
 
 
 def test_importing_runtime_imports_no_framework():
-    loaded = python(f"import json, sys, runtime\nprint(json.dumps([m for m in {HEAVY + ['onnxruntime']!r} if m in sys.modules]))")
+    loaded = python("import json, sys, runtime\n"
+                    f"print(json.dumps([m for m in {HEAVY + ['onnxruntime']!r} if m in sys.modules]))")
     assert loaded == []
 
 

@@ -31,7 +31,8 @@ def test_one_model_from_eight_threads_matches_serial_results(ref_model, digits):
         results = [r for done in pool.map(work, tasks) for r in done]
     assert len(results) == THREADS * RUNS_PER_THREAD
     for start, got in results:
-        assert not failures(compare_outputs(got, serial[start])), f"digits {start}..: {failures(compare_outputs(got, serial[start]))}"
+        assert not failures(compare_outputs(got, serial[start])), (
+            f"digits {start}..: {failures(compare_outputs(got, serial[start]))}")
 
 
 def test_streams_from_several_threads(ref_model, digits):

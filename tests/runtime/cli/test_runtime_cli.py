@@ -153,7 +153,8 @@ print(json.dumps({{"code": code, "tf": "tensorflow" in sys.modules, "out": out.g
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["code"] == 0 and not result["tf"] and "onnx: model.onnx matches its sha256" in result["out"], proc.stderr
+    assert (result["code"] == 0 and not result["tf"]
+            and "onnx: model.onnx matches its sha256" in result["out"]), proc.stderr
 
 
 # --- run: inputs ----------------------------------------------------------------------------------
@@ -174,7 +175,8 @@ def test_run_on_an_npz_equals_model_run(capsys, tmp_path, digits_npz, digits, lo
     out = tmp_path / "acts.npz"
     code, stdout, err = cli(capsys, "run", reference_artifacts, "--input", digits_npz, "--out", out, "--batch-size", 10)
     assert code == 0 and err == "", err
-    assert stdout.startswith(f"wrote {out}: 64 images, dense_1 [64, 10], conv2d [64, 26, 26, 32], conv2d_1 [64, 11, 11, 64]")
+    assert stdout.startswith(f"wrote {out}: 64 images, dense_1 [64, 10], conv2d [64, 26, 26, 32], "
+                             "conv2d_1 [64, 11, 11, 64]")
     acts = read_npz(out)
     assert list(acts) == ["dense_1", "conv2d", "conv2d_1"]
     assert_close(acts, loaded(reference_artifacts, "onnx").run(digits[0]))
@@ -253,7 +255,8 @@ def test_run_on_png_files_and_globs(capsys, tmp_path, digits, loaded, reference_
 
 def test_empty_input_writes_empty_arrays_of_the_right_shapes(capsys, tmp_path, reference_artifacts):
     np.save(tmp_path / "none.npy", np.zeros((0, 28, 28), np.uint8))
-    code, _, err = cli(capsys, "run", reference_artifacts, "--input", tmp_path / "none.npy", "--out", tmp_path / "a.npz")
+    code, _, err = cli(capsys, "run", reference_artifacts, "--input", tmp_path / "none.npy",
+                       "--out", tmp_path / "a.npz")
     assert code == 0, err
     assert {k: v.shape for k, v in read_npz(tmp_path / "a.npz").items()} == {
         "dense_1": (0, 10), "conv2d": (0, 26, 26, 32), "conv2d_1": (0, 11, 11, 64)}
@@ -414,7 +417,8 @@ def test_python_m_runtime_errors_have_no_traceback(tmp_path, reference_artifacts
     ):
         proc = python_m_runtime(*argv)
         assert proc.returncode == 2 and proc.stdout == ""
-        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+        assert (proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+                and message in proc.stderr), proc.stderr
 
 
 def test_python_m_runtime_run_writes_what_model_run_gives(tmp_path, digits, loaded, reference_artifacts):

@@ -1,4 +1,4 @@
-"""The `run` and `stats` jobs called from Python (options dataclasses): what the CLI writes, errors naming parameters."""
+"""`run` and `stats` jobs called from Python (options dataclasses): what the CLI writes, errors naming parameters."""
 from __future__ import annotations
 
 import json

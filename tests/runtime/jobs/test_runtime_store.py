@@ -88,13 +88,15 @@ def test_zarr_array_and_group_inputs(capsys, tmp_path, digits, loaded, reference
     group.create_array("images", data=x[::-1], chunks=(3, 28, 28))
     group.create_array("labels", data=digits[1][:10])
     expected = loaded(reference_artifacts, "onnx").run(x, ["conv2d_1"])["conv2d_1"]
-    for source, extra, rows in (("in.zarr", [], slice(None)), ("group.zarr", ["--key", "images"], slice(None, None, -1))):
+    for source, extra, rows in (("in.zarr", [], slice(None)),
+                                ("group.zarr", ["--key", "images"], slice(None, None, -1))):
         code, _, err = cli(capsys, "run", reference_artifacts, "--input", tmp_path / source, *extra,
                            "--out", tmp_path / "out.npz", "--outputs", "conv2d_1", "--batch-size", 4)
         assert code == 0, err
         with np.load(tmp_path / "out.npz") as f:
             np.testing.assert_array_equal(f["conv2d_1"], expected[rows])
-    code, _, err = cli(capsys, "run", reference_artifacts, "--input", tmp_path / "group.zarr", "--out", tmp_path / "b.npz")
+    code, _, err = cli(capsys, "run", reference_artifacts, "--input", tmp_path / "group.zarr",
+                       "--out", tmp_path / "b.npz")
     assert code == 2 and "holds arrays ['images', 'labels'] and none is named 'x_test'; choose one with --key" in err
 
 

@@ -1,4 +1,4 @@
-"""NVIDIA's tritonclient and plain JSON against a real `python -m runtime serve`: results equal runtime.run bit for bit."""
+"""NVIDIA's tritonclient and plain JSON against a real `python -m runtime serve`: results equal runtime.run bitwise."""
 from __future__ import annotations
 
 import json

@@ -44,7 +44,8 @@ def test_command_writes_the_section_alone(tmp_path, capsys):
     text = (tmp_path / "out" / "serve.md").read_text()
     assert text.startswith("# Serving benchmarks") and "Test CPU" in text and "**0.90x** (met)" in text
     assert run_cli(main, [str(source)]) == 0  # without --write or --out: printed, nothing written
-    assert "**0.90x** (met)" in capsys.readouterr().out and sorted(p.name for p in tmp_path.iterdir()) == ["out", "run.json"]
+    assert ("**0.90x** (met)" in capsys.readouterr().out
+            and sorted(p.name for p in tmp_path.iterdir()) == ["out", "run.json"])
     source.write_text(json.dumps({"benchmarks": []}))
     assert run_cli(main, [str(source), "--out", str(tmp_path / "other.md")]) == 2
     assert "holds no serving results" in capsys.readouterr().err and not (tmp_path / "other.md").exists()

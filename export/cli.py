@@ -15,6 +15,7 @@ from runtime.cli.process import as_flags
 from runtime.compare import Tolerance
 
 from .artifacts import DEFAULT_OPSET
+from .graph import CONV_CLASS_NAMES
 from .reference import REFERENCE_MODEL, SEED, check_out, record_path
 
 STARTED = time.perf_counter()  # imported at process start, before TensorFlow: the wall time users wait
@@ -27,7 +28,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="trained Keras model (.keras, .h5); default: the shipped reference MNIST CNN")
     p.add_argument("--out", type=Path, default=Path("artifacts"),
                    help="artifacts folder to create (default: artifacts)")
-    p.add_argument("--layers", type=comma_list, help="comma-separated layer names to expose (default: every Conv2D)")
+    p.add_argument("--layers", type=comma_list,
+                   help=f"comma-separated layer paths or names to expose (default: every {', '.join(CONV_CLASS_NAMES)} "
+                        "at any depth; --list-layers marks them)")
     p.add_argument("--data", help="Keras mnist.npz to verify MNIST-shaped models on "
                                   "(default: $MNIST_NPZ, then the Keras cache)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
@@ -49,7 +52,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--offset", type=float, help="see --scale (default 0)")
     p.add_argument("--labels", type=comma_list, help="comma-separated class labels (default 0..N-1)")
     p.add_argument("--list-layers", action="store_true",
-                   help="print the model's layers (nested ones indented) with output shapes, and export nothing")
+                   help="print the model's layers (nested ones indented) by path, with class and output shape, '*' "
+                        "marking those exposed by default, and export nothing")
     return p.parse_args(argv)
 
 
@@ -62,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_layers:
         from .graph import list_layers
 
-        print(list_layers(args.model, args.allow_unsafe))
+        tree = list_layers(args.model, args.allow_unsafe).splitlines()
+        print("\n".join(tree[:-1] + [as_flags(tree[-1])]))  # the footer names `layers`: shown as --layers
         return 0
     given = None
     if args.scale is not None or args.offset is not None:

@@ -1,6 +1,7 @@
 """Which layers to expose, and the multi-output Keras model that exposes them."""
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,10 +17,14 @@ FEATURE_MAP = "feature_map"
 VALID_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
+# The layer classes exposed by default (keras.layers names; `python -m export --help` lists them).
+CONV_CLASS_NAMES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
+
+
 def conv_classes():
     from keras import layers
 
-    return (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Conv2DTranspose)
+    return tuple(getattr(layers, name) for name in CONV_CLASS_NAMES)
 
 
 def input_spec(model, preprocessing: Preprocessing) -> InputSpec:
@@ -187,7 +192,20 @@ def _find(nodes: list[Node], name: str) -> Node:
     if inner:
         raise ExportError(f"layer name {name!r} is ambiguous: it names {[n.path for n in inner]}; pass one of "
                           "these paths")
-    raise ExportError(f"unknown layer name {name!r}; the model has: {_paths(nodes)}")
+    raise ExportError(f"unknown layer name {name!r}; {_suggest(nodes, name)}")
+
+
+def _suggest(nodes: list[Node], name: str) -> str:
+    """'did you mean ...?' with the closest paths (difflib), else the paths themselves when they are few."""
+    paths = {n.path: n.path for n in nodes}
+    for n in nodes:  # the dotted name and the bare inner name lead to the path too
+        paths.setdefault(n.name, n.path)
+        paths.setdefault(n.layer.name, n.path)
+    close = list(dict.fromkeys(paths[m] for m in difflib.get_close_matches(name, list(paths), n=5, cutoff=0.6)))
+    if close:
+        return f"did you mean {' or '.join(repr(p) for p in close)}? (`python -m export --list-layers` lists all " \
+               f"{len(nodes)})"
+    return f"the model has: {_paths(nodes, limit=20)}"
 
 
 def _paths(nodes: list[Node], limit: int = 60) -> str:
@@ -198,7 +216,8 @@ def _paths(nodes: list[Node], limit: int = 60) -> str:
 
 
 def layer_tree(traced: Traced) -> str:
-    """The model's layers as an indented tree, with each layer's class and output shape."""
+    """The model's layers as an indented tree: each layer's path (what `layers` takes), class and output shape,
+    with '*' marking the layers exposed by default."""
     model = traced.model
     lines = [f"{model.name} ({type(model).__name__}), input {_shape(traced.input)}"]
     shown: set[str] = set()
@@ -209,6 +228,9 @@ def layer_tree(traced: Traced) -> str:
             if owner not in shown:
                 shown.add(owner)
                 lines.append(_tree_line(traced.nodes[owner]))
+    exposed = sum(isinstance(n.layer, conv_classes()) for n in traced.layers)
+    lines.append(f"{len(traced.layers)} layers; '*' marks the {exposed} exposed by default (every "
+                 f"{', '.join(CONV_CLASS_NAMES)}); `layers` takes the paths shown")
     return "\n".join(lines)
 
 
@@ -226,8 +248,9 @@ def list_layers(model_path: str | os.PathLike, allow_unsafe: bool = False) -> st
 def _tree_line(node: Node) -> str:
     shape = _shape(node.tensors[0]) if node.tensors else "?"
     calls = f" (called {len(node.tensors)} times)" if len(node.tensors) > 1 else ""
-    indent = "  " * (node.depth + 1)
-    return f"{indent}{node.layer.name:<{40 - len(indent)}} {type(node.layer).__name__:<24} {shape}{calls}"
+    mark = "*" if isinstance(node.layer, conv_classes()) else " "
+    indent = mark + " " * (2 * node.depth + 1)
+    return f"{indent}{node.path:<{44 - len(indent)}} {type(node.layer).__name__:<24} {shape}{calls}"
 
 
 def _shape(tensor) -> str:

@@ -31,13 +31,14 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the model on a Ray cluster (pip install 'featuremaps[ray]'): ADDRESS, else $RAY_ADDRESS, "
                         "else a local Ray runtime")
     p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
+    p.add_argument("-v", "--verbose", action="store_true", help="with --ray: show Ray's own log lines")
 
 
 def input_options(args: argparse.Namespace) -> dict:
     """The parsed input flags (add_input_arguments) as JobInputs' keyword arguments."""
     return {"artifacts": args.artifacts, "inputs": args.input, "key": args.key, "backend": args.backend,
             "device": args.device, "outputs": args.outputs, "batch_size": args.batch_size, "invert": args.invert,
-            "ray": args.ray, "quiet": args.quiet}
+            "ray": args.ray, "quiet": args.quiet, "ray_logs": args.verbose}
 
 
 def add_parser(sub) -> None:

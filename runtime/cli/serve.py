@@ -44,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def announce(serving: Serving) -> None:
         print(f"serving model {serving.name!r} ({serving.backend} on {serving.device}, max batch {options.max_batch}, "
-              f"max delay {options.max_delay_ms:g} ms) at {serving.model_url}", flush=True)
+              f"max delay {options.max_delay_ms:g} ms) at {serving.model_url}; explorer at {serving.url}/", flush=True)
 
     serve(args.artifacts, options, on_ready=announce)
     return 0

@@ -70,7 +70,7 @@ def dataset_stats(options: StatsOptions) -> StatsResult:
             if options.ray is not None:
                 from runtime.jobs.ray_exec import ray_stats
 
-                for partial in ray_stats(options.ray, model, items, result):
+                for partial in ray_stats(options.ray, model, items, result, logs=options.ray_logs):
                     result.merge(partial)
                     bar.update(partial.images)
             else:

@@ -42,6 +42,7 @@ class JobInputs:
         invert: invert image files (dark digits on a light background).
         ray: None runs here; else a Ray cluster's address ("": $RAY_ADDRESS, else a local Ray runtime).
         quiet: no progress bar (there is none when stderr is not a terminal).
+        ray_logs: let Ray print its own log lines (start-up, Ray Data, workers); quiet by default.
     """
 
     artifacts: str | os.PathLike
@@ -54,6 +55,7 @@ class JobInputs:
     invert: bool = False
     ray: str | None = None
     quiet: bool = False
+    ray_logs: bool = False
 
 
 

@@ -99,5 +99,5 @@ def _maps(job: JobInputs, model: Model, sources: list[Source], names: list[str])
     if job.ray is not None:
         from runtime.jobs.ray_exec import ray_maps
 
-        return ray_maps(job.ray, model, items, names)
+        return ray_maps(job.ray, model, items, names, logs=job.ray_logs)
     return ((b, model.run(b.images, names)) for b in items)

@@ -14,6 +14,7 @@ import pickle
 import signal
 import socket
 import threading
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -25,8 +26,11 @@ from runtime.jobs.sources import Batch
 from runtime.jobs.stats import Stats
 
 
-def connect(address: str | None) -> None:
-    """Join the Ray cluster at address ("" or None: $RAY_ADDRESS if set, else start a local runtime)."""
+def connect(address: str | None, logs: bool = False) -> None:
+    """Join the Ray cluster at address ("" or None: $RAY_ADDRESS if set, else start a local runtime).
+
+    Ray's own log lines (start-up, workers' output) reach the terminal only with `logs`.
+    """
     try:
         import ray
     except ImportError:
@@ -38,8 +42,8 @@ def connect(address: str | None) -> None:
     # (SIGTERM cleans up like Ctrl-C, exit 143) comes back once it returns; a SIGTERM while it starts is ours too.
     handler = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", configure_logging=True)
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=logs,
+                 logging_level="INFO" if logs else "ERROR", configure_logging=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a local runtime"
         raise BackendError(f"cannot reach the Ray cluster at {where!r}: {' '.join(str(exc).split())}") from None
@@ -83,13 +87,15 @@ class _Worker:
         return {"start": batch["start"], "partial": np.array([pickle.dumps(partial)], dtype=object)}
 
 
-def _mapped(address: str, model: Model, items: Iterable[Batch], names: list[str], stats: Stats | None):
+def _mapped(address: str, model: Model, items: Iterable[Batch], names: list[str], stats: Stats | None,
+            logs: bool = False):
     """A Ray Dataset of the batches, mapped by an actor pool (one actor per CPU of the cluster)."""
-    connect(address)
+    connect(address, logs)
     import ray
     import ray.data
 
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO lines would bury our messages and bar
+    if not logs:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO lines would bury our messages and bar
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # maps are written in input order
     context.enable_progress_bars = False  # ours counts images
@@ -97,29 +103,37 @@ def _mapped(address: str, model: Model, items: Iterable[Batch], names: list[str]
     pool = max(1, int(ray.cluster_resources().get("CPU", 1)))
     args = (str(Path(model.folder).resolve()), model.backend, model.device, names,
             pickle.dumps(stats) if stats is not None else None)
-    return dataset.map_batches(
-        _Worker, batch_size=1, batch_format="numpy", num_cpus=1, fn_constructor_args=args,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(pool, max(dataset.count(), 1))))
+    # max_restarts=0: Ray Data's default (restart lost actors forever) prints an error-level line from
+    # core_worker.cc on every run ("constructor arguments in the object store and max_restarts > 0",
+    # ray#53727); a lost worker now fails the job with Ray's error, and the job can simply be run again.
+    # Ray 2.60 has no named parameter for it yet: the remote-args route warns that it is deprecated.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        return dataset.map_batches(
+            _Worker, batch_size=1, batch_format="numpy", num_cpus=1, fn_constructor_args=args, max_restarts=0,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(pool, max(dataset.count(), 1))))
 
 
-def ray_maps(address: str, model: Model, items: Iterable[Batch], names: list[str]) -> Iterator[tuple]:
-    """(batch, {output name: maps}) in input order, computed on Ray."""
+def ray_maps(address: str, model: Model, items: Iterable[Batch], names: list[str],
+             logs: bool = False) -> Iterator[tuple]:
+    """(batch, {output name: maps}) in input order, computed on Ray (Ray's own log lines only with `logs`)."""
     items = list(items)  # the driver keeps row names; pixels go to the object store
     if not items:
         return iter(())
     by_start = {b.start: b for b in items}
-    dataset = _mapped(address, model, items, names, None)
+    dataset = _mapped(address, model, items, names, None, logs)
     return ((by_start[int(r["start"][0])], {n: np.asarray(r[n][0]) for n in names})
             for r in dataset.iter_batches(batch_size=1, batch_format="numpy"))
 
 
-def ray_stats(address: str, model: Model, items: Iterable[Batch], empty: Stats) -> Iterator[Stats]:
-    """One partial Stats per batch, computed on Ray, for the caller to merge."""
+def ray_stats(address: str, model: Model, items: Iterable[Batch], empty: Stats,
+              logs: bool = False) -> Iterator[Stats]:
+    """One partial Stats per batch, computed on Ray, for the caller to merge (Ray's log lines only with `logs`)."""
     items = list(items)
     if not items:
         return
     row_names = {b.start: b.names for b in items}  # kept on the driver
-    dataset = _mapped(address, model, items, list(empty.outputs), empty)
+    dataset = _mapped(address, model, items, list(empty.outputs), empty, logs)
     for r in dataset.iter_batches(batch_size=1, batch_format="numpy"):
         partial: Stats = pickle.loads(r["partial"][0])
         start = int(r["start"][0])

@@ -94,8 +94,20 @@ def test_list_layers_prints_the_tree(capsys, two_bases_file):
     assert run_cli(main, ["--model", str(two_bases_file), "--list-layers"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "two_bases (Functional), input [None, 8, 8, 3]"
-    rows = [(len(line) - len(line.lstrip()), *line.split(maxsplit=2)) for line in lines[1:]]
-    assert rows[:5] == [(2, "stem", "Conv2D", "[None, 8, 8, 4]"), (2, "left", "Sequential", "[None, 8, 8, 4]"),
-                        (4, "conv", "Conv2D", "[None, 8, 8, 4]"), (4, "left_inner", "Sequential", "[None, 8, 8, 4]"),
-                        (6, "conv", "Conv2D", "[None, 8, 8, 4]")]
-    assert rows[-1] == (2, "probs", "Dense", "[None, 2]")
+    # '*' in the first column marks a layer exposed by default; then the path (what --layers takes), indented
+    rows = [(line[0], len(line) - len(line[1:].lstrip()), *line[1:].split(maxsplit=2)) for line in lines[1:-1]]
+    assert rows[:5] == [("*", 2, "stem", "Conv2D", "[None, 8, 8, 4]"),
+                        (" ", 2, "left", "Sequential", "[None, 8, 8, 4]"),
+                        ("*", 4, "left/conv", "Conv2D", "[None, 8, 8, 4]"),
+                        (" ", 4, "left/left_inner", "Sequential", "[None, 8, 8, 4]"),
+                        ("*", 6, "left/left_inner/conv", "Conv2D", "[None, 8, 8, 4]")]
+    assert rows[-1] == (" ", 2, "probs", "Dense", "[None, 2]")
+    assert lines[-1] == ("11 layers; '*' marks the 5 exposed by default (every Conv2D, DepthwiseConv2D, "
+                         "SeparableConv2D, Conv2DTranspose); --layers takes the paths shown")
+
+
+def test_a_mistyped_layer_name_suggests_the_closest(capsys, tmp_path, two_bases_file):
+    assert run_cli(main, ["--model", str(two_bases_file), "--out", str(tmp_path / "a"), "--layers", "rigth/conv"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown layer name 'rigth/conv'; did you mean 'right/conv' or ")  # closest first
+    assert err.endswith("? (`python -m export --list-layers` lists all 11)\n") and err.count("\n") == 1

@@ -135,8 +135,8 @@ def _first(problems: list[str], shown: int = 4) -> str:
 
 
 def _write_preview(fmodel, spec: InputSpec, outputs, image, truth, folder: Path) -> dict:
-    """Grid PNG of the first feature map for test image 0, so a person sees the export at once."""
-    from viz import save_grid
+    """The first feature map's figure (header, numbered maps, scale bar) for test image 0: the export at a glance."""
+    from viz.figures import layer_figure, save_png
     from viz.tiling import SPATIAL_LAYOUTS
 
     first = next((o for o in outputs if o.role == "feature_map" and o.layout in SPATIAL_LAYOUTS), None)
@@ -144,8 +144,9 @@ def _write_preview(fmodel, spec: InputSpec, outputs, image, truth, folder: Path)
         return {}
     maps = np.asarray(fmodel(to_batch(image, spec), training=False)[first.name])
     name = f"preview_{first.name}.png"
-    save_grid(maps, folder / name, layout=first.layout)
     label = f" (label {truth[0]})" if truth is not None else ""  # only where the labels apply
+    save_png(layer_figure(maps, first.name, first.layout, layer_class=first.layer_class,
+                          subtitle=f"of test image 0{label}, at export"), folder / name)
     return {"file": name, "output": first.name, "image": f"test image 0{label}"}
 
 

@@ -9,12 +9,11 @@ import numpy as np
 from runtime.api import load
 from runtime.artifacts.manifest import ONNX_FILE, InputSpec, Manifest, belongs_to
 from runtime.compare import Diff, Tolerance, compare_outputs, failures, tolerance_dict
-from runtime.data.mnist import mnist_test_set, shipped_digits
+from runtime.data.mnist import MNIST_SHAPE, mnist_test_set, resize_digits, shipped_digits
 from runtime.preprocess import to_batch
 
 from .progress import Progress
 
-MNIST_SHAPE = (28, 28, 1)
 BACKENDS = {"savedmodel": "tf", "onnx": "onnx"}
 # Output bytes one engine may produce per batch: ResNet50 at 224x224 exposes ~36 MB of maps per
 # image, so its batches hold a few images, while the MNIST CNN's hold hundreds.
@@ -44,9 +43,7 @@ def verification_images(spec: InputSpec, data: str | None = None, labelled: bool
         return x[..., None], (y if data is not None or labelled else None), source
     x, _ = shipped_digits()  # the full set would only be thrown away here
     h, w, c = spec.image_shape
-    rows = np.arange(h) * x.shape[1] // h
-    cols = np.arange(w) * x.shape[2] // w
-    digits = np.repeat(x[:, rows][:, :, cols][..., None], c, axis=-1)
+    digits = resize_digits(x, spec.image_shape)
     noise = np.random.default_rng(SEED).integers(0, 256, size=(16, h, w, c), dtype=np.uint8)
     source = f"{len(digits)} shipped digits resized to {h}x{w}x{c} + 16 noise images"
     return np.concatenate([digits, noise]), None, source

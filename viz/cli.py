@@ -1,8 +1,9 @@
 """`python -m viz ARTIFACTS`: draw the feature maps of one image as grayscale grid PNGs.
 
-Writes `<layer>.png` per drawn layer (a grid under a header naming the layer, its shape,
-normalisation and value range, with a scale bar; the bare grid with --raw) and `comparison.png`
-(the input and the model's prediction beside every grid) into --out, and prints each path written.
+Writes `<layer>.png` per drawn layer (a grid of numbered maps under a header naming the layer, its
+shape, normalisation and value range, with a scale bar; the bare grid with --raw) and `comparison.png`
+(the input, the model's prediction and a scale bar above every layer's grid) into --out, and prints
+each path written.
 `python -m viz gallery STATS` builds the microscope site instead (viz/gallery.py).
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from runtime.cli.args import ArgumentParser, comma_list, positive_int
-from runtime.data.mnist import mnist_test_set
+from runtime.data.mnist import MNIST_SHAPE, mnist_test_set, resize_digits
 from runtime.errors import BackendError, DataError, InputError
 
 from .draw import select_layers, write_figures
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--index", type=int, default=0,
                         help="MNIST test digit to draw (default 0): the full test set with --data, $MNIST_NPZ "
-                             "or the Keras cache, else the digits shipped with featuremaps")
+                             "or the Keras cache, else the digits shipped with featuremaps; resized (nearest) and "
+                             "repeated over channels for a model of another input shape, as the export verifies it")
     source.add_argument("--image", type=Path, help="draw this image file instead (any size, colour or grayscale)")
     parser.add_argument("--data", help="path to Keras' mnist.npz")
     parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default figures/)")
@@ -39,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--normalize", choices=NORMALIZATIONS, default="map",
                         help="scale each map (default), the whole layer, or nothing")
     parser.add_argument("--invert", action="store_true", help="invert pixels (for dark digits on a light background)")
-    parser.add_argument("--labels", action="store_true", help="write each map's channel index on the grids")
+    parser.add_argument("--labels", action="store_true", help=argparse.SUPPRESS)  # the default now; old lines work
     parser.add_argument("--raw", action="store_true",
-                        help="write each layer as its bare grid (no header or scale bar), for post-processing")
+                        help="write each layer as its bare grid (no header, scale bar or channel numbers), for "
+                             "post-processing")
     return parser
 
 
@@ -62,7 +65,11 @@ def load_input(args: argparse.Namespace, model) -> tuple[np.ndarray, str]:
             f"--index {args.index} is out of range for the {source}: valid indices are 0..{len(x) - 1}{hint}"
         )
     image = 255 - x[args.index] if args.invert else x[args.index]
-    return image, f"MNIST test digit #{args.index} (label {int(y[args.index])})"
+    what = f"MNIST test digit #{args.index} (label {int(y[args.index])})"
+    shape = tuple(model.input_spec.image_shape)
+    if shape != MNIST_SHAPE:  # another model's input: the digit resized as the export verified it
+        return resize_digits(image[None], shape)[0], f"{what} resized to {'x'.join(map(str, shape))}"
+    return image, what
 
 
 def _make_folder(out: Path) -> list[Path]:
@@ -114,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         title = f"Feature maps of {what}"
         try:
             written = write_figures(model, image, args.out, layers, cols=args.cols, normalize=args.normalize,
-                                    labels=args.labels, title=title, raw=args.raw, subtitle=f"of {what}")
+                                    title=title, raw=args.raw, subtitle=f"of {what}")
         except BaseException:
             _remove_empty(created)
             raise

@@ -51,7 +51,7 @@ def write_figures(
     layers: Sequence[str] | None = None,
     cols: int | None = None,
     normalize: str = "map",
-    labels: bool = False,
+    labels: bool = True,
     title: str | None = None,
     raw: bool = False,
     subtitle: str | None = None,
@@ -62,7 +62,8 @@ def write_figures(
         model: a runtime.Model (from runtime.load).
         image: one image, raw uint8 pixels or preprocessed floats ([H,W] or [H,W,C]).
         out: folder for `<layer>.png` and `comparison.png` (created if needed).
-        layers: outputs to draw (default: every feature map); cols, normalize, labels: as for save_grid.
+        layers: outputs to draw (default: every feature map); cols, normalize: as for save_grid.
+        labels: number each map with its channel index (never on raw grids).
         title: title of the comparison figure.
         raw: write each layer as its bare grid (one pixel block per activation, for post-processing)
             instead of a figure with a header and scale bar.
@@ -88,15 +89,15 @@ def write_figures(
         for n in names:
             path = out / files[n]
             if raw:
-                written.append(save_grid(acts[n], path, layout=layouts[n], cols=cols, normalize=normalize,
-                                         labels=labels))
+                written.append(save_grid(acts[n], path, layout=layouts[n], cols=cols, normalize=normalize))
             else:
                 fig = layer_figure(acts[n], n, layouts[n], cols=cols, normalize=normalize, labels=labels,
                                    layer_class=manifest.output(n).layer_class, subtitle=subtitle)
                 written.append(save_png(fig, path))
         ordered = {n: acts[n] for n in names}  # display order is the order asked for, whatever the backend returns
         fig = comparison_figure(image, ordered, layouts=layouts, cols=cols, normalize=normalize, title=title,
-                                prediction=prediction_text(acts[probs][0], manifest.labels) if probs else None)
+                                prediction=prediction_text(acts[probs][0], manifest.labels) if probs else None,
+                                labels=labels)
         written.append(save_png(fig, out / COMPARISON))
     except BaseException as exc:  # nothing half-written: a partial set of figures is removed
         for path in written:

@@ -104,7 +104,7 @@ def layer_figure(
     layout: str = "HWC",
     cols: int | None = None,
     normalize: str = "map",
-    labels: bool = False,
+    labels: bool = True,
     layer_class: str | None = None,
     subtitle: str | None = None,
     pad: int = 1,
@@ -113,6 +113,7 @@ def layer_figure(
 
     The header names the layer (and its class), the number and size of its maps, the
     normalisation and the layer's value range; `subtitle` (e.g. which image) goes beneath.
+    Each map carries its channel index, small, in its top-left corner (`labels=False`: none).
 
     Raises:
         InputError: as tile does.
@@ -143,22 +144,27 @@ def layer_figure(
         fig.text(0.5, top, text, ha="center", va="top", fontsize=size, fontweight=weight)
         top -= (size / 72 + 0.1) / fig_h
     _scale_bar(fig, ((fig_w - min(grid_w, 4.0)) / 2 / fig_w, 0.38 / fig_h, min(grid_w, 4.0) / fig_w, 0.13 / fig_h),
-               normalize, lo, hi)
+               _bar_ends(normalize, lo, hi))
     return fig
 
 
-def _scale_bar(fig, rect, normalize: str, lo: float, hi: float) -> None:
+def _bar_ends(normalize: str, lo: float, hi: float) -> tuple[str, str]:
+    """What the black and white ends of one layer's grid stand for."""
+    if normalize == "map":
+        return ("each map's min", "each map's max")
+    if normalize == "none" and lo >= 0.0 and hi <= 1.0:
+        return ("0", "1")  # to_uint8 shows values within [0, 1] as they are
+    return (f"{lo:.3g}", f"{hi:.3g}")
+
+
+def _scale_bar(fig, rect, ends: tuple[str, str]) -> None:
     """A horizontal black-to-white bar labelled with the values its ends stand for."""
     cax = fig.add_axes(rect)
     cax.imshow(np.linspace(0.0, 1.0, 256)[None, :], cmap="gray", aspect="auto", extent=(0, 1, 0, 1))
     cax.set_yticks([])
-    if normalize == "map":
-        ends = ("each map's min", "each map's max")
-    elif normalize == "none" and lo >= 0.0 and hi <= 1.0:
-        ends = ("0", "1")  # to_uint8 shows values within [0, 1] as they are
-    else:
-        ends = (f"{lo:.3g}", f"{hi:.3g}")
     cax.set_xticks([0, 1], ends, fontsize=9)
+    for label, align in zip(cax.get_xticklabels(), ("left", "right")):  # inside the bar's width, never clipped
+        label.set_horizontalalignment(align)
     cax.tick_params(length=2)
     for spine in cax.spines.values():
         spine.set_linewidth(0.5)
@@ -173,11 +179,14 @@ def _draw_mosaic(ax, x: np.ndarray, mosaic: np.ndarray, normalize: str, cols, pa
     if label_scale:
         h, w, c = x.shape
         _, ncols = grid_shape(c, cols)
-        font = max(5.0, min(9.0, 0.2 * w * label_scale * 72 / DPI))
+        font = max(5.0, min(7.0, 0.15 * w * label_scale * 72 / DPI))  # small: the maps stay readable
         for i in range(c):
             r, k = divmod(i, ncols)
             ax.text(k * (w + pad) - 0.3, r * (h + pad) - 0.3, str(i), ha="left", va="top", fontsize=font,
-                    color="white", bbox=dict(facecolor="black", alpha=0.6, pad=0.8, linewidth=0))
+                    color="white", bbox=dict(facecolor="black", alpha=0.5, pad=0.6, linewidth=0))
+
+
+MAX_COMPARISON_MAPS = 64  # the comparison draws a layer's first maps only: a 320-map layer stays readable
 
 
 def comparison_figure(
@@ -189,12 +198,15 @@ def comparison_figure(
     title: str | None = None,
     input_title: str | None = None,
     prediction: str | None = None,
+    labels: bool = True,
+    max_maps: int = MAX_COMPARISON_MAPS,
 ) -> "Figure":
-    """The input image, with the model's prediction under it, beside each layer's grid.
+    """The input image with the model's prediction and a scale bar on top, each layer's grid beneath.
 
     Layer grids are stacked in one column, each titled with its name and shape, all as wide as
     needed for the smallest map of any layer to be at least MIN_MAP_PX pixels (within MAX_PANEL_PX
-    and MAX_STACK_PX: for dozens of layers, pick some with --layers).
+    and MAX_STACK_PX: for dozens of layers, pick some with --layers). A layer with more than
+    `max_maps` maps shows its first `max_maps`, and its title says so.
 
     Args:
         image: the input, [H,W], [H,W,1] or [H,W,3]; integers are shown as 0..255 pixels.
@@ -203,6 +215,8 @@ def comparison_figure(
         cols, normalize: as for viz.tiling.tile.
         title: overall title; input_title: the input panel's title (default 'input HxWxC').
         prediction: text under the input, e.g. "predicted 7 (p = 0.998)".
+        labels: number each map with its channel index.
+        max_maps: most maps drawn per layer.
 
     Raises:
         InputError: as tile does.
@@ -218,22 +232,26 @@ def comparison_figure(
     panels, smallest = [], []
     for name, maps in layers.items():
         x = as_hwc(maps, layouts.get(name, "HWC"))
-        mosaic = tile(x, "HWC", cols=cols, normalize=normalize)
-        panels.append((f"{name}\n{maps_shape_text(x)}", mosaic if normalize != "none" else to_uint8(mosaic)))
-        smallest.append(MIN_MAP_PX * mosaic.shape[1] / min(x.shape[:2]))  # panel px for maps of MIN_MAP_PX
-    # Inches. One width for every layer panel; each panel's height follows its aspect ratio.
-    margin, gap, title_band, input_w = 0.25, 0.4, 0.55, 2.6
-    aspect_sum = sum(p.shape[0] / p.shape[1] for _, p in panels)  # stacked height per unit of panel width
+        h, w, c = x.shape
+        shown = x[..., :max_maps]
+        what = maps_shape_text(x) if c <= max_maps else f"first {max_maps} of {c} maps, {h}x{w}"
+        mosaic = tile(shown, "HWC", cols=cols, normalize=normalize)
+        panels.append((f"{name}: {what}", shown, mosaic))
+        smallest.append(MIN_MAP_PX * mosaic.shape[1] / min(h, w))  # panel px for maps of MIN_MAP_PX
+    # Inches. On top: the input (prediction beneath) and, beside it, what black and white mean; below, one
+    # width for every layer panel, each panel's height following its aspect ratio: no empty column.
+    margin, gap, title_band, input_w, bar_w = 0.3, 0.25, 0.32, 2.2, 3.2
+    aspect_sum = sum(m.shape[0] / m.shape[1] for _, _, m in panels)  # stacked height per unit of panel width
     panel_w = min(max(smallest, default=0.0), MAX_PANEL_PX, MAX_STACK_PX / max(aspect_sum, 1e-9)) / DPI
     panel_w = max(panel_w, 4.8 if aspect_sum * 480 <= MAX_STACK_PX else 1.0)
-    heights = [panel_w * p.shape[0] / p.shape[1] for _, p in panels]
-    sup_band = 0.55 if title else 0.0
-    prediction_band = 0.7 if prediction else 0.0
-    input_h = input_w * img.shape[0] / img.shape[1]
-    body_h = max(sum(h + title_band for h in heights) + gap * max(0, len(panels) - 1),
-                 title_band + input_h + prediction_band)
-    fig_w = 2 * margin + input_w + gap + panel_w
-    fig_h = sup_band + body_h + margin
+    heights = [panel_w * m.shape[0] / m.shape[1] for _, _, m in panels]
+    sup_band = 0.45 if title else 0.0
+    prediction_band = 0.38 if prediction else 0.0
+    input_h = min(input_w * img.shape[0] / img.shape[1], 2.6)
+    input_w = input_h * img.shape[1] / img.shape[0]
+    header_h = title_band + input_h + prediction_band
+    fig_w = 2 * margin + max(panel_w, input_w + gap + bar_w)
+    fig_h = sup_band + header_h + sum(gap + title_band + h for h in heights) + margin
     fig = Figure(figsize=(fig_w, fig_h), dpi=DPI)
     FigureCanvasAgg(fig)
 
@@ -246,22 +264,35 @@ def comparison_figure(
         _show_gray(ax, img, 0, 255)
     else:
         _show_gray(ax, img, min(0.0, float(img.min())), max(1.0, float(img.max())))
-    ax.set_title(input_title or f"input\n{shape}", fontsize=11)
+    ax.set_title(input_title or f"input {shape}", fontsize=11)
     if prediction:
-        ax.text(0.5, -0.06, prediction, transform=ax.transAxes, ha="center", va="top", fontsize=13,
+        ax.text(0.5, -0.05, prediction, transform=ax.transAxes, ha="center", va="top", fontsize=13,
                 fontweight="bold")
-    left = margin + input_w + gap
-    for (panel_title, pixels), height in zip(panels, heights):
+    bar_left = margin + input_w + gap
+    fig.text(bar_left / fig_w, 1 - (top + 0.1) / fig_h, COMPARISON_TEXT[normalize], ha="left", va="top",
+             fontsize=10, wrap=True)
+    per = "map" if normalize == "map" else "layer"
+    _scale_bar(fig, (bar_left / fig_w, 1 - (top + 0.75) / fig_h, min(bar_w, fig_w - bar_left - 2 * margin) / fig_w,
+                     0.14 / fig_h), (f"each {per}'s min", f"each {per}'s max"))
+    top = sup_band + header_h
+    left = margin + (fig_w - 2 * margin - panel_w) / 2
+    for (panel_title, shown, mosaic), height in zip(panels, heights):
+        top += gap + title_band
         ax = axes(left, top, panel_w, height)
-        if pixels.dtype.kind in "ui":
-            _show_gray(ax, pixels, 0, 255)
-        else:
-            _show_gray(ax, pixels, 0.0, 1.0)
+        _draw_mosaic(ax, shown, mosaic, normalize, cols, 1, panel_w * DPI / mosaic.shape[1] if labels else None)
         ax.set_title(panel_title, fontsize=11)
-        top += height + title_band + gap
+        top += height
     if title:
-        fig.suptitle(title, y=1.0 - 0.12 / fig_h, va="top", fontsize=13)
+        fig.suptitle(title, y=1.0 - 0.15 / fig_h, va="top", fontsize=13)
     return fig
+
+
+# What black and white mean in the comparison, per normalisation (its layers are shown side by side).
+COMPARISON_TEXT = {
+    "map": "Each map scaled to its own min..max;\nsmall numbers: channel indices.",
+    "layer": "All maps of a layer scaled together\nto the layer's min..max; small numbers: channel indices.",
+    "none": "Raw values, each layer shown from its\nmin to its max; small numbers: channel indices.",
+}
 
 
 def _show_gray(ax, pixels: np.ndarray, vmin: float, vmax: float) -> None:
@@ -330,5 +361,5 @@ def save_grid(
 
 __all__ = [
     "upscale_factor", "to_uint8", "maps_shape_text", "grid_figure", "layer_figure", "comparison_figure", "save_png",
-    "save_grid", "NORMALIZATION_TEXT",
+    "save_grid", "NORMALIZATION_TEXT", "MAX_COMPARISON_MAPS",
 ]

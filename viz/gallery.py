@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -29,7 +30,7 @@ from runtime.errors import DataError, TargetChanged
 SCHEMA = "featuremaps.stats/1"
 MARKER = ".featuremaps-gallery"  # marks a folder this command wrote: the only kind --force replaces
 CSS = Path(__file__).parent / "static" / "gallery.css"
-TILE_ZOOM = 2   # CSS upscaling of the channel strips (PNGs stay at native resolution: a small site)
+MIN_TILE_PX = 96  # each top-k tile is drawn at least this wide; the strips fill the page's width beyond that
 OVERLAY = np.array([255, 96, 0], np.float32)  # the map's colour over the image
 CHANNEL_FIELDS = ("mean", "std", "max", "min", "zero_fraction", "dead", "nearly_dead")
 
@@ -312,7 +313,8 @@ def layer_page(stats: dict, name: str, out: dict, topk: dict) -> str:
             badge, cls = '<span class="badge dead">dead</span>', "channel dead"
         elif rec["nearly_dead"]:
             badge, cls = '<span class="badge nearly">nearly dead</span>', "channel nearly-dead"
-        strip_w, strip_h = TILE_ZOOM * (stats["k"] * (win + 1) - 1), TILE_ZOOM * (2 * hin + 1)
+        zoom = math.ceil(MIN_TILE_PX / win)  # CSS upscaling (pixelated): the PNGs stay native, the site small
+        strip_w, strip_h = zoom * (stats["k"] * (win + 1) - 1), zoom * (2 * hin + 1)
         values = "".join(
             f'<li title="{html.escape(_source(stats, int(i)))}">{_fmt(v)}</li>' if i >= 0 else "<li></li>"
             for i, v in zip(topk["index"][ch], topk["value"][ch]))
@@ -322,9 +324,10 @@ def layer_page(stats: dict, name: str, out: dict, topk: dict) -> str:
             f'<dt>zeros</dt><dd>{_percent(rec["zero_fraction"])}</dd><dt>max</dt><dd>{_fmt(rec["max"])}</dd>'
             f'<dt>min</dt><dd>{_fmt(rec["min"])}</dd></dl>'
             f'{histogram_svg(out["histogram"]["counts"][ch], edges, 120, 28)}</div>'
-            f'<figure><img src="../img/{name}/c{ch}.png" width="{strip_w}" height="{strip_h}" loading="lazy" '
+            f'<figure style="min-width: {strip_w}px"><img src="../img/{name}/c{ch}.png" width="{strip_w}" '
+            f'height="{strip_h}" loading="lazy" '
             f'alt="channel {ch}: top {stats["k"]} images with the map overlaid, and the maps">'
-            f'<ol class="topk" style="--tile: {TILE_ZOOM * (win + 1)}px">{values}</ol></figure></section>')
+            f'<ol class="topk">{values}</ol></figure></section>')
     body = (f'<header><a href="../index.html">← all layers</a><h1>{html.escape(name)}</h1>'
             f"<p>{c} channels, maps {h}×{w} · {dead} dead · {nearly} nearly dead. "
             f"Each channel: its top {stats['k']} images with the map overlaid (top row) and the map alone "

@@ -29,6 +29,19 @@ def shipped_digits() -> tuple[np.ndarray, np.ndarray]:
         return f["x_test"], f["y_test"]
 
 
+MNIST_SHAPE = (28, 28, 1)
+
+
+def resize_digits(x: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 digits [N,28,28] -> [N,H,W,C] for a model of another input shape: nearest-neighbour resized and
+    repeated over channels. The export verifies such models on the shipped digits so resized, and `python -m
+    viz --index` draws them so."""
+    h, w, c = shape
+    rows = np.arange(h) * x.shape[1] // h
+    cols = np.arange(w) * x.shape[2] // w
+    return np.repeat(x[:, rows][:, :, cols][..., None], c, axis=-1)
+
+
 def keras_cache_path() -> Path:
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     return Path(home) / "datasets" / "mnist.npz"

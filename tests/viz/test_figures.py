@@ -9,6 +9,7 @@ from PIL import Image
 
 from runtime.errors import InputError
 from viz.figures import (
+    MAX_COMPARISON_MAPS,
     MIN_MAP_PX,
     NORMALIZATION_TEXT,
     comparison_figure,
@@ -115,24 +116,45 @@ def test_comparison_figure_titles_name_layers_and_shapes(tmp_path):
     layers = {"conv2d": relu_maps(26, 26, 32)[None], "conv2d_1": relu_maps(11, 11, 64)[None]}
     fig = comparison_figure(digit, layers, layouts={"conv2d": "NHWC", "conv2d_1": "NHWC"}, title="digit 7",
                             prediction="predicted 7 (p = 0.998)")
-    titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["input\n28x28", "conv2d\n32 maps, 26x26", "conv2d_1\n64 maps, 11x11"]
-    assert fig.texts[0].get_text() == "digit 7"
-    assert [t.get_text() for t in fig.axes[0].texts] == ["predicted 7 (p = 0.998)"]
+    image_ax, bar, *panels = fig.axes
+    assert [ax.get_title() for ax in (image_ax, *panels)] == ["input 28x28", "conv2d: 32 maps, 26x26",
+                                                             "conv2d_1: 64 maps, 11x11"]
+    assert [t.get_text() for t in bar.get_xticklabels()] == ["each map's min", "each map's max"]  # the scale bar
+    assert fig.texts[-1].get_text() == "digit 7"
+    assert [t.get_text() for t in image_ax.texts] == ["predicted 7 (p = 0.998)"]
+    for ax, channels in zip(panels, (32, 64)):  # every map numbered
+        assert [t.get_text() for t in ax.texts] == [str(i) for i in range(channels)]
     img = decode(save_png(fig, tmp_path / "comparison.png"))
     # Every map at least MIN_MAP_PX pixels on screen: panel width in pixels / mosaic width * map width.
-    for ax, (_h, w, cols) in zip(fig.axes[1:], [(26, 26, 8), (11, 11, 8)]):
+    for ax, (_h, w, cols) in zip(panels, [(26, 26, 8), (11, 11, 8)]):
         panel_px = ax.get_position().width * img.size[0]
         assert panel_px / (cols * (w + 1) - 1) * w >= MIN_MAP_PX - 0.5
+    # No dead space: the layers start right under the input, and fill the figure's width but for the margins.
+    height_in = img.size[1] / fig.dpi
+    gap_in = (image_ax.get_position().y0 - panels[0].get_position().y1) * height_in
+    assert gap_in < 1.0
+    assert panels[0].get_position().width >= 0.85
     assert_grayscale(img)
     assert_not_blank(img)
     assert no_pyplot_figures()
 
 
+def test_comparison_of_a_large_layer_shows_its_first_maps_at_a_capped_size(tmp_path):
+    layers = {"block": relu_maps(4, 4, 320)[None]}  # the 320-map layer that grew the comparison to 1011x4614 px
+    fig = comparison_figure(np.zeros((96, 96, 3), np.uint8), layers, layouts={"block": "NHWC"})
+    panel = fig.axes[-1]
+    assert panel.get_title() == f"block: first {MAX_COMPARISON_MAPS} of 320 maps, 4x4"
+    assert [t.get_text() for t in panel.texts] == [str(i) for i in range(MAX_COMPARISON_MAPS)]
+    img = decode(save_png(fig, tmp_path / "comparison.png"))
+    assert img.size[0] <= 1100 and img.size[1] <= 1000, img.size
+    assert panel.get_position().width * img.size[0] / (8 * 5 - 1) * 4 >= MIN_MAP_PX - 0.5
+
+
 def test_comparison_figure_accepts_channel_first_and_float_input():
     fig = comparison_figure(np.random.rand(28, 28, 1).astype(np.float32),
                             {"c": np.random.rand(8, 6, 6)}, layouts={"c": "CHW"}, normalize="layer")
-    assert [ax.get_title() for ax in fig.axes] == ["input\n28x28x1", "c\n8 maps, 6x6"]
+    assert [ax.get_title() for ax in fig.axes] == ["input 28x28x1", "", "c: 8 maps, 6x6"]
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["each layer's min", "each layer's max"]
 
 
 def test_maps_shape_text():
@@ -174,6 +196,7 @@ def test_layer_figure_header_says_what_is_shown(normalize, ends, tmp_path):
                       f"{NORMALIZATION_TEXT[normalize]}; values in this layer 0 .. 3"]
     grid, bar = fig.axes
     assert len(grid.images) == 1  # one image, not one subplot per map
+    assert [t.get_text() for t in grid.texts] == [str(i) for i in range(32)]  # channel numbers, always
     assert [t.get_text() for t in bar.get_xticklabels()] == ends
     img = decode(save_png(fig, tmp_path / "conv2d.png"))
     assert img.size[0] >= 800

@@ -174,3 +174,24 @@ def test_comparison_shows_the_prediction(reference_artifacts, tmp_path, capsys, 
         written = write_figures(model, shipped_digits()[0][0], tmp_path, layers=["conv2d"])
     assert written[-1].name == "comparison.png"
     assert prediction_text(probs, [str(i) for i in range(10)]) == "predicted 7 (p > 0.999)"
+
+
+def test_index_on_a_model_of_another_input_shape_resizes_the_digit_as_the_export_does(zoo_artifacts, tmp_path,
+                                                                                       capsys):
+    """A 32x32x3 model: the shipped digit, resized (nearest) and repeated over channels as the export verified it."""
+    import runtime
+    from runtime.data.mnist import resize_digits
+
+    artifacts = zoo_artifacts("rgb_small")
+    out = tmp_path / "figures"
+    assert main([str(artifacts), "--index", "3", "--out", str(out), "--raw"]) == 0
+    written = capsys.readouterr().out.split()
+    assert written[-1] == str(out / "comparison.png")
+    with runtime.load(artifacts) as model:
+        name = model.manifest.outputs[1].name
+        expected = resize_digits(shipped_digits()[0][3:4], (32, 32, 3))[0]
+        maps = model.run(expected, outputs=[name])[name]
+    from viz.figures import save_grid
+
+    save_grid(maps, tmp_path / "expected.png", layout="NHWC")
+    assert (out / f"{name}.png").read_bytes() == (tmp_path / "expected.png").read_bytes()

@@ -324,8 +324,8 @@ def layer_page(stats: dict, name: str, out: dict, topk: dict) -> str:
             f'<dt>zeros</dt><dd>{_percent(rec["zero_fraction"])}</dd><dt>max</dt><dd>{_fmt(rec["max"])}</dd>'
             f'<dt>min</dt><dd>{_fmt(rec["min"])}</dd></dl>'
             f'{histogram_svg(out["histogram"]["counts"][ch], edges, 120, 28)}</div>'
-            f'<figure style="min-width: {strip_w}px"><img src="../img/{name}/c{ch}.png" width="{strip_w}" '
-            f'height="{strip_h}" loading="lazy" '
+            f'<figure style="min-width: {MIN_TILE_PX * stats["k"]}px">'
+            f'<img src="../img/{name}/c{ch}.png" width="{strip_w}" height="{strip_h}" loading="lazy" '
             f'alt="channel {ch}: top {stats["k"]} images with the map overlaid, and the maps">'
             f'<ol class="topk">{values}</ol></figure></section>')
     body = (f'<header><a href="../index.html">← all layers</a><h1>{html.escape(name)}</h1>'

@@ -74,7 +74,7 @@ def test_channel_strip_draws_the_top_maps_and_leaves_missing_images_blank(refere
 def test_tiles_are_at_least_96_px_and_the_strips_fill_the_width(site, stats_folder):
     k = json.loads((stats_folder / "stats.json").read_text())["k"]
     page = (site / "layers" / "conv2d.html").read_text()
-    widths = [int(w) for w in re.findall(r'<figure style="min-width: (\d+)px"><img [^>]*width="\1"', page)]
+    widths = [int(w) for w in re.findall(r'<figure style="min-width: (\d+)px"><img ', page)]
     assert len(widths) == 32 and min(widths) / k >= gallery.MIN_TILE_PX  # each tile at least 96 px wide
     css = (site / "gallery.css").read_text()
     assert "figure { margin: 0; flex: 1 1 0; }" in css and "width: 100%" in css  # and wider where the page is

@@ -74,3 +74,12 @@ def test_run_and_stats_on_ray_equal_the_local_path(local_ray, capfd, tmp_path, d
                 np.testing.assert_array_equal(f[key], g[key])
     assert ((tmp_path / "ray_stats" / "sources.txt").read_text()
             == (tmp_path / "local_stats" / "sources.txt").read_text())
+
+
+def test_verbose_lets_ray_log_and_is_off_by_default():
+    from runtime.cli.main import parse_args
+    from runtime.cli.run import input_options
+
+    quiet = parse_args(["stats", "a", "--input", "x.npy", "--out", "s", "--ray"])
+    loud = parse_args(["run", "a", "--input", "x.npy", "--out", "o.npz", "--ray", "-v"])
+    assert input_options(quiet)["ray_logs"] is False and input_options(loud)["ray_logs"] is True

@@ -15,7 +15,6 @@ Needs numpy and Pillow only (no TensorFlow, no onnxruntime).
 from __future__ import annotations
 
 import html
-import json
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -23,63 +22,14 @@ from typing import Callable
 import numpy as np
 
 from runtime.artifacts.atomic import build_dir, replace_dir
-from runtime.artifacts.paths import confine, safe_name
+from runtime.artifacts.stats_folder import read_stats, read_topk
 from runtime.errors import DataError, TargetChanged
 
-SCHEMA = "featuremaps.stats/1"
 MARKER = ".featuremaps-gallery"  # marks a folder this command wrote: the only kind --force replaces
 CSS = Path(__file__).parent / "static" / "gallery.css"
 TILE_ZOOM = 2   # CSS upscaling of the channel strips (PNGs stay at native resolution: a small site)
 OVERLAY = np.array([255, 96, 0], np.float32)  # the map's colour over the image
 CHANNEL_FIELDS = ("mean", "std", "max", "min", "zero_fraction", "dead", "nearly_dead")
-
-
-def read_stats(folder: str | Path) -> dict:
-    """stats.json of a `runtime stats` folder, checked: schema, outputs, and confined top-k paths.
-
-    Raises:
-        DataError: no such folder, unreadable or foreign JSON, a missing field.
-        ArtifactError: an output name or file path that would leave the folder.
-    """
-    folder = Path(folder)
-    path = folder / "stats.json"
-    if not path.is_file():
-        state = "does not exist" if not folder.exists() else "holds no stats.json"
-        raise DataError(f"stats folder {str(folder)!r} {state} (expected the output of `python -m runtime stats`)")
-    try:
-        stats = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not readable JSON: {exc}") from None
-    schema = stats.get("schema") if isinstance(stats, dict) else None
-    if schema != SCHEMA:
-        raise DataError(f"{path} has schema {schema!r}; expected {SCHEMA!r} (written by `python -m runtime stats`)")
-    try:
-        for name, out in stats["outputs"].items():
-            safe_name(name)
-            out["topk_path"] = confine(folder, out["topk"], "top-k file")
-            records, histograms = len(out["channels"]), len(out["histogram"]["counts"])
-            if len(out["shape"]) != 3 or not records == histograms == out["shape"][2]:
-                raise DataError(f"{path}: output {name!r} has shape {out['shape']}, {records} channel records and "
-                                f"{histograms} histograms; expected [H, W, C] and C of each")
-            lacking = sorted({key for ch in out["channels"] for key in CHANNEL_FIELDS if key not in ch})
-            if lacking:
-                raise DataError(f"{path}: channel records of output {name!r} lack {lacking}")
-        stats["k"], stats["images"] = int(stats["k"]), int(stats["images"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise DataError(f"{path} does not follow {SCHEMA}: missing or malformed {exc}") from None
-    if not stats["outputs"]:
-        raise DataError(f"{path} lists no outputs; expected at least one feature-map output")
-    stats["source_names"] = _sources(folder, stats.get("sources"))
-    return stats
-
-
-def _sources(folder: Path, rel) -> list[str] | None:
-    if not rel:
-        return None
-    try:
-        return confine(folder, rel, "sources file").read_text().splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read the sources file {rel!r} in {str(folder)!r}: {exc.strerror}") from None
 
 
 def write_gallery(stats_folder: str | Path, out: str | Path, force: bool = False) -> Path:
@@ -94,9 +44,11 @@ def write_gallery(stats_folder: str | Path, out: str | Path, force: bool = False
         the site folder.
 
     Raises:
-        DataError: bad stats, or an --out that exists (without force) or is not a gallery.
+        DataError: no stats folder, or an `out` that exists (without force) or is not a gallery.
+        ArtifactError: a stats folder that does not follow its schema (runtime.artifacts.stats_folder).
     """
-    stats = read_stats(stats_folder)
+    stats = read_stats(stats_folder)  # validated like a manifest (ArtifactError), every file read once
+    stats["folder"] = Path(stats_folder)
     out = Path(out)
     _check_target(out, force)
     try:
@@ -142,7 +94,7 @@ def _build_site(stats: dict, site: Path) -> None:
     (site / "layers").mkdir()
     shutil.copyfile(CSS, site / "gallery.css")
     for name, out in stats["outputs"].items():
-        topk = _load_topk(out["topk_path"], out, stats["k"])
+        topk = read_topk(stats["folder"], stats, name)
         folder = site / "img" / name
         folder.mkdir(parents=True)
         for c in range(len(out["channels"])):
@@ -150,23 +102,6 @@ def _build_site(stats: dict, site: Path) -> None:
         (site / "layers" / f"{name}.html").write_text(layer_page(stats, name, out, topk))
     (site / "index.html").write_text(index_page(stats))
     (site / MARKER).write_text("written by `python -m viz gallery`; --force may replace this folder\n")
-
-
-def _load_topk(path: Path, out: dict, k: int) -> dict[str, np.ndarray]:
-    h, w, c = out["shape"]
-    try:
-        with np.load(path) as f:
-            topk = {key: f[key] for key in ("index", "value", "maps", "images")}
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(
-            f"cannot read top-k file {str(path)!r}: {exc}; expected index, value, maps and images") from None
-    expected = {"index": (c, k), "value": (c, k), "maps": (c, k, h, w)}
-    for key, shape in expected.items():
-        if topk[key].shape != shape:
-            raise DataError(f"{path.name}: {key} has shape {list(topk[key].shape)}; expected {list(shape)}")
-    if topk["images"].ndim != 5 or topk["images"].shape[:2] != (c, k):
-        raise DataError(f"{path.name}: images has shape {list(topk['images'].shape)}; expected [{c}, {k}, H, W, C]")
-    return topk
 
 
 # ---- images -------------------------------------------------------------------------------------
@@ -345,4 +280,4 @@ def site_size(site: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-__all__ = ["read_stats", "write_gallery", "channel_strip", "histogram_svg", "index_page", "layer_page", "site_size"]
+__all__ = ["write_gallery", "channel_strip", "histogram_svg", "index_page", "layer_page", "site_size"]

@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
                                    "the top-k images of every feature-map output, in one bounded-memory pass.")
     add_input_arguments(p)
     p.add_argument("--out", required=True, type=Path,
-                   help="the folder to write (stats.json, topk/, sources.txt; built beside it, moved into place)")
+                   help="the folder to write (stats.json, topk/, sources.json; built beside it, moved into place)")
     p.add_argument("--k", type=int, default=9, help="images kept per channel (default: 9)")
     p.add_argument("--bins", type=int, default=64, help="histogram bins, a power of two (default: 64)")
     p.add_argument("--threshold", type=float, default=0.0,

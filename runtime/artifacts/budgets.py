@@ -37,6 +37,9 @@ class Budgets:
                 raise UsageError(f"`{name}` must be a positive integer; got {value!r}")
 
 
+DEFAULT_BUDGETS = Budgets()
+
+
 def over(what: str, declared: int, budget: str, limit: int, unit: str = "") -> str:
     """The one-line message for an input over a budget: what it declares, the budget's parameter and limit."""
     unit = f" {unit}" if unit else ""
@@ -44,4 +47,4 @@ def over(what: str, declared: int, budget: str, limit: int, unit: str = "") -> s
             f"(checked before decoding; raise `{budget}` if the input is trusted)")
 
 
-__all__ = ["Budgets", "over", "MAX_PIXELS", "MAX_CHUNK_BYTES", "MAX_MEMBER_BYTES", "MAX_ROWS"]
+__all__ = ["Budgets", "DEFAULT_BUDGETS", "over", "MAX_PIXELS", "MAX_CHUNK_BYTES", "MAX_MEMBER_BYTES", "MAX_ROWS"]

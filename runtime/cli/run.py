@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from runtime.api import DEVICES
+from runtime.artifacts.budgets import MAX_CHUNK_BYTES, MAX_MEMBER_BYTES, MAX_PIXELS, MAX_ROWS, Budgets
 from runtime.backends import BACKENDS
-from runtime.cli.args import comma_list
+from runtime.cli.args import comma_list, positive_int
 from runtime.jobs.extract import ExtractOptions, extract
 from runtime.jobs.sources import DEFAULT_KEY
 
@@ -31,13 +32,31 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the model on a Ray cluster (pip install 'featuremaps[ray]'): ADDRESS, else $RAY_ADDRESS, "
                         "else a local Ray runtime")
     p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
+    add_budget_arguments(p)
+
+
+def add_budget_arguments(p: argparse.ArgumentParser) -> None:
+    """The decoding budgets (runtime.artifacts.budgets): what an input may declare before a byte of it is read."""
+    b = p.add_argument_group("decoding budgets", "checked against what an input declares, before it is decoded")
+    b.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
+                   help=f"pixels (width x height) per image file (default: {MAX_PIXELS:,}, Pillow's)")
+    b.add_argument("--max-chunk-bytes", type=positive_int, default=MAX_CHUNK_BYTES,
+                   help=f"decoded bytes per Zarr chunk (default: {MAX_CHUNK_BYTES:,})")
+    b.add_argument("--max-member-bytes", type=positive_int, default=MAX_MEMBER_BYTES,
+                   help=f"decoded bytes per .npz member (default: {MAX_MEMBER_BYTES:,})")
+    b.add_argument("--max-rows", type=positive_int, default=MAX_ROWS,
+                   help=f"images per input array (default: {MAX_ROWS:,})")
+    b.add_argument("--fill-absent", action="store_true",
+                   help="read a Zarr store's absent chunks as its declared fill value (default: an error)")
 
 
 def input_options(args: argparse.Namespace) -> dict:
     """The parsed input flags (add_input_arguments) as JobInputs' keyword arguments."""
     return {"artifacts": args.artifacts, "inputs": args.input, "key": args.key, "backend": args.backend,
             "device": args.device, "outputs": args.outputs, "batch_size": args.batch_size, "invert": args.invert,
-            "ray": args.ray, "quiet": args.quiet}
+            "ray": args.ray, "quiet": args.quiet,
+            "budgets": Budgets(args.max_pixels, args.max_chunk_bytes, args.max_member_bytes, args.max_rows,
+                               args.fill_absent)}
 
 
 def add_parser(sub) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.api import Model, load
+from runtime.artifacts.budgets import Budgets
 from runtime.jobs.sources import Source, expand_inputs, open_source
 
 
@@ -42,6 +43,7 @@ class JobInputs:
         invert: invert image files (dark digits on a light background).
         ray: None runs here; else a Ray cluster's address ("": $RAY_ADDRESS, else a local Ray runtime).
         quiet: no progress bar (there is none when stderr is not a terminal).
+        budgets: what an input may declare before it is read (runtime.artifacts.budgets.Budgets).
     """
 
     artifacts: str | os.PathLike
@@ -54,7 +56,7 @@ class JobInputs:
     invert: bool = False
     ray: str | None = None
     quiet: bool = False
-
+    budgets: Budgets = field(default_factory=Budgets)
 
 
 def input_paths(job: JobInputs) -> list[Path]:
@@ -69,4 +71,4 @@ def input_paths(job: JobInputs) -> list[Path]:
 
 def open_inputs(paths: Sequence[Path], model: Model, job: JobInputs) -> list[Source]:
     """The expanded input paths (runtime.jobs.sources.expand_inputs) as Sources, read as `job` says."""
-    return [open_source(p, model.input_spec, job.batch_size, job.key, job.invert) for p in paths]
+    return [open_source(p, model.input_spec, job.batch_size, job.key, job.invert, job.budgets) for p in paths]

@@ -1,0 +1,143 @@
+"""Zarr inputs of `run` and `stats`, read as untrusted files: declarations checked first, chunks read once.
+
+- What the store declares (shape, dtype, chunk shape) is checked against the model and the Budgets
+  before any chunk is read (declared(): a zero-byte view of the declared shape goes through the same
+  checks as real images).
+- Reads are chunk-aligned: each batch covers whole chunks (or shards) along the rows, so each chunk is
+  decoded once, however its size compares with the batch size.
+- Chunk files are opened relative to the store's descriptor without following symbolic links
+  (paths.open_inside) and read from that descriptor; an absent chunk is an error, not silent fill
+  values, unless the caller accepts the declared fill value (`fill_absent`).
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from runtime.artifacts.budgets import Budgets, over
+from runtime.artifacts.paths import open_inside
+from runtime.errors import DataError
+
+METADATA = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
+
+
+def declared(shape, dtype) -> np.ndarray:
+    """A read-only view with the declared shape and dtype that occupies no memory: validate it, never read it."""
+    view = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape=tuple(int(d) for d in shape),
+                                           strides=(0,) * len(shape), writeable=False)
+    return view
+
+
+def check_rows(path: Path, rows: int, budgets: Budgets) -> None:
+    """Raises DataError when an input array declares more rows than `max_rows`."""
+    if rows > budgets.max_rows:
+        raise DataError(over(f"input {str(path)!r}", rows, "max_rows", budgets.max_rows, "rows"))
+
+
+def open_zarr(path: Path, key: str | None, budgets: Budgets, pick_key):
+    """The array of a Zarr input (a lazily read zarr.Array over a no-follow store) and its member suffix.
+
+    Raises:
+        DataError: zarr missing, unreadable metadata, a missing or ambiguous key, a chunk over `max_chunk_bytes`.
+    """
+    try:
+        import zarr
+    except ImportError:
+        raise DataError(f"reading Zarr input {str(path)!r} needs zarr: pip install 'featuremaps[store]'") from None
+    try:
+        node = zarr.open(store=_store_class()(path, budgets.fill_absent), mode="r")
+        if isinstance(node, zarr.Group):
+            name = pick_key(path, sorted(n for n, _ in node.arrays()), key)
+            array, member = node[name], f":{name}"
+        elif key is not None:
+            raise DataError(f"{str(path)!r} is a single Zarr array; `key` {key!r} applies to groups and .npz files")
+        else:
+            array, member = node, ""
+        dtype = np.dtype(array.dtype)
+        unit = array.shards or array.chunks  # what one read decodes along the rows: a shard, or a chunk
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read Zarr input {str(path)!r}: {' '.join(str(exc).split())[:300]}") from None
+    chunk_bytes = math.prod(unit) * dtype.itemsize
+    if chunk_bytes > budgets.max_chunk_bytes:
+        raise DataError(over(f"Zarr input {str(path)!r}{member} (chunks {list(unit)} of {dtype})", chunk_bytes,
+                             "max_chunk_bytes", budgets.max_chunk_bytes, "bytes per chunk"))
+    return array, member
+
+
+def row_step(array, batch_size: int) -> int:
+    """Rows per read: whole chunks (shards) along the rows, about batch_size of them, at least one chunk."""
+    if array.ndim == 0:
+        return 1
+    unit = (array.shards or array.chunks)[0]
+    return max(1, batch_size // unit) * unit
+
+
+def read_rows(array, path: Path, step: int) -> Iterator[np.ndarray]:
+    """The array's rows, step (a multiple of the chunk rows) at a time: every chunk decoded once."""
+    count = int(array.shape[0])
+    for i in range(0, count, step):
+        try:
+            yield np.asarray(array[i:i + step])
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise DataError(f"cannot read Zarr input {str(path)!r} at rows {i}..{min(i + step, count) - 1}: "
+                            f"{' '.join(str(exc).split())[:300]}") from None
+
+
+_STORE = None
+
+
+def _store_class():
+    """zarr's LocalStore, reading every key through paths.open_inside (defined once zarr is imported)."""
+    global _STORE
+    if _STORE is not None:
+        return _STORE
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.storage import LocalStore
+
+    class NoFollowStore(LocalStore):
+        """Read-only; a symbolic link anywhere under the root is refused; an absent chunk raises unless accepted."""
+
+        def __init__(self, root, fill_absent: bool = False):
+            super().__init__(root, read_only=True)
+            self.fill_absent = fill_absent
+
+        async def get(self, key, prototype=None, byte_range=None):
+            if not self._is_open:
+                await self._open()
+            data = await asyncio.to_thread(self._read, key, byte_range)
+            if data is None:
+                return None
+            return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
+
+        async def get_partial_values(self, prototype, key_ranges):
+            return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
+
+        def _read(self, key: str, byte_range) -> bytes | None:
+            try:
+                fd = open_inside(self.root, key, "Zarr key")
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                if key.rsplit("/", 1)[-1] in METADATA or self.fill_absent:
+                    return None
+                raise DataError(f"Zarr input {str(self.root)!r} lacks chunk {key!r}: absent chunks would read as "
+                                "the store's fill value; pass `fill_absent=True` to accept that") from None
+            with os.fdopen(fd, "rb") as f:
+                if byte_range is None:
+                    return f.read()
+                size = f.seek(0, os.SEEK_END)
+                start = getattr(byte_range, "start", getattr(byte_range, "offset", None))
+                if start is None:
+                    start = max(0, size - byte_range.suffix)
+                f.seek(start)
+                end = getattr(byte_range, "end", None)
+                return f.read() if end is None else f.read(end - start)
+
+    _STORE = NoFollowStore
+    return _STORE
+
+
+__all__ = ["open_zarr", "row_step", "read_rows", "declared", "check_rows", "METADATA"]

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from runtime.cli.args import ArgumentParser, comma_list, positive_int
+from runtime.cli.process import say
 from runtime.data.mnist import mnist_test_set
 from runtime.errors import BackendError, DataError, InputError
 
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _remove_empty(created)
             raise
     for path in written:
-        print(path)
+        say(path)
     return 0
 
 
@@ -140,5 +141,5 @@ def gallery_main(argv: Sequence[str] | None = None) -> int:
     args = build_gallery_parser().parse_args(argv)
     site = write_gallery(args.stats, args.out, force=args.force)
     files, size = site_size(site)
-    print(f"{site / 'index.html'}  ({files} files, {size / 1e6:.2f} MB)")
+    say(f"{site / 'index.html'}  ({files} files, {size / 1e6:.2f} MB)")
     return 0

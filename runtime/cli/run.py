@@ -9,6 +9,7 @@ from runtime.api import DEVICES
 from runtime.artifacts.budgets import MAX_CHUNK_BYTES, MAX_MEMBER_BYTES, MAX_PIXELS, MAX_ROWS, Budgets
 from runtime.backends import BACKENDS
 from runtime.cli.args import comma_list, positive_int
+from runtime.cli.process import say
 from runtime.jobs.extract import ExtractOptions, extract
 from runtime.jobs.sources import DEFAULT_KEY
 
@@ -73,7 +74,7 @@ def add_parser(sub) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     result = extract(ExtractOptions(**input_options(args), out=args.out, compress=args.compress))
-    print(f"wrote {result.out}: {result.images} images, "
+    say(f"wrote {result.out}: {result.images} images, "
           + ", ".join(f"{n} {list(s)}" for n, s in result.shapes.items())
           + f" ({result.where}, {result.seconds:.2f} s)")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from runtime.cli.process import say
 from runtime.cli.run import add_input_arguments, input_options
 from runtime.jobs.dataset_stats import StatsOptions, dataset_stats
 
@@ -31,5 +32,5 @@ def cmd_stats(args: argparse.Namespace) -> int:
         nearly = sum(c["nearly_dead"] and not c["dead"] for c in channels)
         lines.append(f"  {name}: {dead} of {len(channels)} channels dead, {nearly} more nearly dead "
                      f"(above {args.threshold:g} on < 1% of images)")
-    print("\n".join(lines))
+    say("\n".join(lines))
     return 0

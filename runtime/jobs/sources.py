@@ -83,6 +83,7 @@ def open_source(path: Path, spec: InputSpec, batch_size: int, key: str | None = 
         DataError: unreadable array, a missing or ambiguous key, an input over a budget.
         InputError: an array whose declared shape or dtype the model cannot take.
     """
+    check_batch_size(batch_size)
     if not is_zarr(path) and path.suffix.lower() not in ARRAY_SUFFIXES:
         from runtime.images import read_image  # Pillow, only when image files are given
 
@@ -161,8 +162,7 @@ def batches(sources: Iterable[Source], spec: InputSpec, batch_size: int) -> Iter
     Raises:
         InputError: an image of the wrong shape or dtype (values are checked when the model runs).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be an integer of at least 1; got {batch_size!r}")
+    check_batch_size(batch_size)
     pending: list[np.ndarray] = []
     names: list[str] = []
     start = count = 0
@@ -180,6 +180,12 @@ def batches(sources: Iterable[Source], spec: InputSpec, batch_size: int) -> Iter
                     start, pending, names, count = start + count, [], [], 0
     if count:
         yield Batch(start, _join(pending, spec), names)
+
+
+def check_batch_size(batch_size) -> None:
+    """Raises InputError unless batch_size is an integer of at least 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be an integer of at least 1; got {batch_size!r}")
 
 
 def _join(parts: list[np.ndarray], spec: InputSpec) -> np.ndarray:

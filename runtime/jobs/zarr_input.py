@@ -62,6 +62,10 @@ def open_zarr(path: Path, key: str | None, budgets: Budgets, pick_key):
         unit = array.shards or array.chunks  # what one read decodes along the rows: a shard, or a chunk
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"cannot read Zarr input {str(path)!r}: {' '.join(str(exc).split())[:300]}") from None
+    if (len(unit) != len(array.shape) or not all(isinstance(d, int) and d >= 1 for d in unit)
+            or dtype.kind not in "uif"):
+        raise DataError(f"Zarr input {str(path)!r}{member} declares chunks {list(unit)} of {dtype} for shape "
+                        f"{list(array.shape)}; expected positive chunk sizes of integers or floats")
     chunk_bytes = math.prod(unit) * dtype.itemsize
     if chunk_bytes > budgets.max_chunk_bytes:
         raise DataError(over(f"Zarr input {str(path)!r}{member} (chunks {list(unit)} of {dtype})", chunk_bytes,

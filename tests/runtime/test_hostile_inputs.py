@@ -56,19 +56,29 @@ def full_disk(tmp_path):
         subprocess.run(["umount", str(mount)], check=True)
 
 
-@pytest.mark.parametrize("kind", ["npz", "zarr", "stats", "gallery", "triton"])
+@pytest.mark.parametrize("kind", ["npz", "zarr", "stats", "gallery", "triton", "viz", "export"])
 def test_a_full_disk_is_one_line_and_leaves_nothing(kind, capsys, full_disk, reference_artifacts, reference_stats,
-                                                    digits, tmp_path):
+                                                    reference_model_path, digits, tmp_path, monkeypatch):
     np.save(tmp_path / "x.npy", digits[0][:64])
     argv = {"npz": ["run", reference_artifacts, "--input", tmp_path / "x.npy", "--out", full_disk / "a.npz"],
             "zarr": ["run", reference_artifacts, "--input", tmp_path / "x.npy", "--out", full_disk / "a.zarr"],
             "stats": ["stats", reference_artifacts, "--input", tmp_path / "x.npy", "--out", full_disk / "st"],
             "triton": ["triton", reference_artifacts, "--out", full_disk / "repo"]}
-    if kind == "gallery":
+    if kind in ("gallery", "viz"):
         from viz.cli import main as viz_main
 
-        code = run_cli(viz_main, ["gallery", str(reference_stats), "--out", str(full_disk / "site")])
+        argv = (["gallery", str(reference_stats), "--out", str(full_disk / "site")] if kind == "gallery"
+                else [str(reference_artifacts), "--index", "0", "--out", str(full_disk / "fig")])
+        code = run_cli(viz_main, argv)
         err = capsys.readouterr().err
+    elif kind == "export":
+        from export.cli import main as export_main
+
+        monkeypatch.delenv("MNIST_NPZ", raising=False)  # verify on the shipped digits: this is about the disk
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+        code = run_cli(export_main, ["--model", str(reference_model_path), "--out", str(full_disk / "art")])
+        err = capsys.readouterr().err
+        err = "".join(line + "\n" for line in err.splitlines() if line.startswith("error: "))  # progress lines aside
     else:
         code, _, err = cli(capsys, *argv[kind], *(["--quiet"] if kind != "triton" else []))
     one_line(code, err, "No space left on device")

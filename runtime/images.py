@@ -84,6 +84,8 @@ def read_image(path: str | os.PathLike, spec: InputSpec, invert: bool = False,
         from PIL import Image, ImageOps
     except ImportError:
         raise DataError("reading image files needs Pillow: pip install 'featuremaps[viz]'") from None
+    if max_pixels > (Image.MAX_IMAGE_PIXELS or max_pixels):  # Pillow refuses twice its own limit: ours decides
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with Image.open(path) as img:  # reads the header only
             if img.width * img.height > max_pixels:

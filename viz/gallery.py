@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from runtime.artifacts.atomic import build_dir, replace_dir
+from runtime.artifacts.budgets import MAX_MEMBER_BYTES
 from runtime.artifacts.stats_folder import read_stats, read_topk
 from runtime.errors import DataError, TargetChanged
 
@@ -32,13 +33,15 @@ OVERLAY = np.array([255, 96, 0], np.float32)  # the map's colour over the image
 CHANNEL_FIELDS = ("mean", "std", "max", "min", "zero_fraction", "dead", "nearly_dead")
 
 
-def write_gallery(stats_folder: str | Path, out: str | Path, force: bool = False) -> Path:
+def write_gallery(stats_folder: str | Path, out: str | Path, force: bool = False,
+                  max_member_bytes: int = MAX_MEMBER_BYTES) -> Path:
     """Build the site for a stats folder into `out`, atomically.
 
     Args:
         stats_folder: the output of `python -m runtime stats`.
         out: the site folder; an existing one is replaced only with force, and only if it is a
             gallery this function wrote (or an empty folder).
+        max_member_bytes: the decoding budget of each top-k .npz member (checked from its header).
 
     Returns:
         the site folder.
@@ -57,7 +60,7 @@ def write_gallery(stats_folder: str | Path, out: str | Path, force: bool = False
     except OSError as exc:
         raise DataError(f"cannot write the site into {str(out.parent)!r}: {exc.strerror}") from None
     try:
-        _build_site(stats, build)
+        _build_site(stats, build, max_member_bytes)
         replace_dir(build, out, replaceable=_replaceable(out, force))
     except OSError as exc:  # e.g. a full disk: nothing half-written stays
         raise DataError(f"cannot write the site {str(out)!r}: {exc.strerror or exc}") from None
@@ -90,11 +93,11 @@ def _replaceable(out: Path, force: bool) -> Callable[[Path], None]:
     return check
 
 
-def _build_site(stats: dict, site: Path) -> None:
+def _build_site(stats: dict, site: Path, max_member_bytes: int = MAX_MEMBER_BYTES) -> None:
     (site / "layers").mkdir()
     shutil.copyfile(CSS, site / "gallery.css")
     for name, out in stats["outputs"].items():
-        topk = read_topk(stats["folder"], stats, name)
+        topk = read_topk(stats["folder"], stats, name, max_member_bytes)
         folder = site / "img" / name
         folder.mkdir(parents=True)
         for c in range(len(out["channels"])):

@@ -50,7 +50,9 @@ def open_zarr(path: Path, key: str | None, budgets: Budgets, pick_key):
     except ImportError:
         raise DataError(f"reading Zarr input {str(path)!r} needs zarr: pip install 'featuremaps[store]'") from None
     try:
-        node = zarr.open(store=_store_class()(path, budgets.fill_absent), mode="r")
+        # A stored chunk (or shard) file may hold at most the chunk budget plus what compression adds.
+        most = budgets.max_chunk_bytes + budgets.max_chunk_bytes // 8 + (64 << 10)
+        node = zarr.open(store=_store_class()(path, budgets.fill_absent, most), mode="r")
         if isinstance(node, zarr.Group):
             name = pick_key(path, sorted(n for n, _ in node.arrays()), key)
             array, member = node[name], f":{name}"
@@ -106,9 +108,9 @@ def _store_class():
     class NoFollowStore(LocalStore):
         """Read-only; a symbolic link anywhere under the root is refused; an absent chunk raises unless accepted."""
 
-        def __init__(self, root, fill_absent: bool = False):
+        def __init__(self, root, fill_absent: bool = False, most: int = 1 << 62):
             super().__init__(root, read_only=True)
-            self.fill_absent = fill_absent
+            self.fill_absent, self.most = fill_absent, most
 
         async def get(self, key, prototype=None, byte_range=None):
             if not self._is_open:
@@ -130,9 +132,12 @@ def _store_class():
                 raise DataError(f"Zarr input {str(self.root)!r} lacks chunk {key!r}: absent chunks would read as "
                                 "the store's fill value; pass `fill_absent=True` to accept that") from None
             with os.fdopen(fd, "rb") as f:
+                size = os.fstat(fd).st_size
+                if size > self.most:
+                    raise DataError(over(f"Zarr input {str(self.root)!r} file {key!r}", size, "max_chunk_bytes",
+                                         self.most, "bytes (with compression overhead)"))
                 if byte_range is None:
                     return f.read()
-                size = f.seek(0, os.SEEK_END)
                 start = getattr(byte_range, "start", getattr(byte_range, "offset", None))
                 if start is None:
                     start = max(0, size - byte_range.suffix)

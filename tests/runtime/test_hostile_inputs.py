@@ -285,3 +285,39 @@ def test_fuzzed_zarr_metadata_ends_in_one_line_or_a_correct_read(tmp_path, refer
             assert "\n" not in str(exc) and len(str(exc)) < 600, (i, str(exc)[:300])
             outcomes["refused"] += 1
     assert outcomes["refused"] > 100 and outcomes["read"] > 10, outcomes
+
+
+def test_a_model_swapped_for_a_link_during_the_triton_copy_never_lands_in_the_repository(tmp_path,
+                                                                                        reference_artifacts):
+    import threading
+
+    art = Path(shutil.copytree(reference_artifacts, tmp_path / "art"))
+    real = (art / "model.onnx").read_bytes()
+    os.link(art / "model.onnx", tmp_path / "stash.onnx")
+    (tmp_path / "outside.onnx").write_bytes(b"x" * len(real))  # same size: only the bytes differ
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            os.symlink(tmp_path / "outside.onnx", art / ".link")
+            os.replace(art / ".link", art / "model.onnx")
+            os.link(tmp_path / "stash.onnx", art / ".real")
+            os.replace(art / ".real", art / "model.onnx")
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    outcomes = {"written": 0, "refused": 0}
+    try:
+        for i in range(20):
+            try:
+                target = write_repository(art, tmp_path / f"repo{i}", TritonOptions())
+                assert (target / "1" / "model.onnx").read_bytes() == real
+                outcomes["written"] += 1
+            except ArtifactError as exc:
+                assert "\n" not in str(exc)
+                outcomes["refused"] += 1
+                assert not (tmp_path / f"repo{i}").exists()
+    finally:
+        stop.set()
+        swapper.join()
+    assert outcomes["written"] + outcomes["refused"] == 20, outcomes

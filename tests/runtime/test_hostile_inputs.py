@@ -321,3 +321,36 @@ def test_a_model_swapped_for_a_link_during_the_triton_copy_never_lands_in_the_re
         stop.set()
         swapper.join()
     assert outcomes["written"] + outcomes["refused"] == 20, outcomes
+
+
+def test_a_sources_file_swapped_for_a_link_never_shows_an_outside_line(tmp_path, reference_stats):
+    import threading
+
+    stats = Path(shutil.copytree(reference_stats, tmp_path / "stats"))
+    doc = json.loads((stats / "stats.json").read_text())
+    doc["sources"] = "sources.json"
+    (stats / "stats.json").write_text(json.dumps(doc))
+    names = [f"digit {i}" for i in range(doc["images"])]
+    (stats / "sources.json").write_text(json.dumps(names))
+    os.link(stats / "sources.json", tmp_path / "stash.json")
+    (tmp_path / "secret.json").write_text(json.dumps(["SECRET"] * doc["images"]))
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            os.symlink(tmp_path / "secret.json", stats / ".link")
+            os.replace(stats / ".link", stats / "sources.json")
+            os.link(tmp_path / "stash.json", stats / ".real")
+            os.replace(stats / ".real", stats / "sources.json")
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        for _ in range(40):
+            try:
+                assert read_stats(stats)["source_names"] == names
+            except ArtifactError as exc:
+                assert "symbolic link" in str(exc)
+    finally:
+        stop.set()
+        swapper.join()

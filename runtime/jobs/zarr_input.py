@@ -52,7 +52,8 @@ def open_zarr(path: Path, key: str | None, budgets: Budgets, pick_key):
     try:
         # A stored chunk (or shard) file may hold at most the chunk budget plus what compression adds.
         most = budgets.max_chunk_bytes + budgets.max_chunk_bytes // 8 + (64 << 10)
-        node = zarr.open(store=_store_class()(path, budgets.fill_absent, most), mode="r")
+        store = _store_class()(path, budgets.fill_absent, most)
+        node = zarr.open(store=store, mode="r")
         if isinstance(node, zarr.Group):
             name = pick_key(path, sorted(n for n, _ in node.arrays()), key)
             array, member = node[name], f":{name}"
@@ -72,7 +73,43 @@ def open_zarr(path: Path, key: str | None, budgets: Budgets, pick_key):
     if chunk_bytes > budgets.max_chunk_bytes:
         raise DataError(over(f"Zarr input {str(path)!r}{member} (chunks {list(unit)} of {dtype})", chunk_bytes,
                              "max_chunk_bytes", budgets.max_chunk_bytes, "bytes per chunk"))
+    store.frames = _frames(array, dtype)
     return array, member
+
+
+def _frames(array, dtype: np.dtype) -> tuple[str, int, int] | None:
+    """(compressor, decoded bytes of one inner chunk, inner chunks per shard file or 0) when the compressor
+    is Blosc or Zstd, whose frames declare their decoded size: the store checks it before zarr decodes."""
+    codecs = getattr(array.metadata, "codecs", None)
+    per_shard = 0
+    if codecs is None:  # Zarr v2: one compressor
+        compressor = getattr(array.metadata, "compressor", None)
+        names = [getattr(compressor, "codec_id", "")]
+    else:
+        if codecs and type(codecs[0]).__name__ == "ShardingCodec":
+            sharding = codecs[0]
+            if getattr(sharding.index_location, "value", "") != "end":
+                return None
+            per_shard = math.prod(s // c for s, c in zip(array.shards, sharding.chunk_shape))
+            codecs = sharding.codecs
+        names = [type(c).__name__.removesuffix("Codec").lower() for c in codecs]
+    kind = next((n for n in names if n in ("blosc", "zstd")), None)
+    return None if kind is None else (kind, math.prod(array.chunks) * dtype.itemsize, per_shard)
+
+
+def declared_size(frame: bytes, kind: str) -> int | None:
+    """The decoded size a Blosc or Zstd frame declares in its header (None: it declares none, or is malformed)."""
+    if kind == "blosc":
+        return int.from_bytes(frame[4:8], "little") if len(frame) >= 16 else None
+    if len(frame) < 6 or frame[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    descriptor = frame[4]
+    single, fcs_flag, dict_flag = descriptor >> 5 & 1, descriptor >> 6, descriptor & 3
+    at = 5 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag]
+    width = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    if width == 0 or len(frame) < at + width:
+        return None
+    return int.from_bytes(frame[at:at + width], "little") + (256 if width == 2 else 0)
 
 
 def row_step(array, batch_size: int) -> int:
@@ -111,6 +148,7 @@ def _store_class():
         def __init__(self, root, fill_absent: bool = False, most: int = 1 << 62):
             super().__init__(root, read_only=True)
             self.fill_absent, self.most = fill_absent, most
+            self.frames = None  # set by open_zarr: (compressor, inner chunk bytes, inner chunks per shard)
 
         async def get(self, key, prototype=None, byte_range=None):
             if not self._is_open:
@@ -137,13 +175,34 @@ def _store_class():
                     raise DataError(over(f"Zarr input {str(self.root)!r} file {key!r}", size, "max_chunk_bytes",
                                          self.most, "bytes (with compression overhead)"))
                 if byte_range is None:
-                    return f.read()
-                start = getattr(byte_range, "start", getattr(byte_range, "offset", None))
-                if start is None:
-                    start = max(0, size - byte_range.suffix)
-                f.seek(start)
-                end = getattr(byte_range, "end", None)
-                return f.read() if end is None else f.read(end - start)
+                    data = f.read()
+                else:
+                    start = getattr(byte_range, "start", getattr(byte_range, "offset", None))
+                    if start is None:
+                        start = max(0, size - byte_range.suffix)
+                    f.seek(start)
+                    end = getattr(byte_range, "end", None)
+                    data = f.read() if end is None else f.read(end - start)
+            if self.frames is not None and key.rsplit("/", 1)[-1] not in METADATA:
+                self._check_frames(key, data, byte_range)
+            return data
+
+        def _check_frames(self, key: str, data: bytes, byte_range) -> None:
+            """Every compressed frame read must declare at most one inner chunk's bytes (checked before decoding)."""
+            kind, limit, per_shard = self.frames
+            if per_shard and byte_range is not None and len(data) == 16 * per_shard + 4:
+                return  # a shard's index (offsets and sizes, checksummed by zarr)
+            if per_shard and byte_range is None:  # a whole shard: its index at the end locates each frame
+                index = np.frombuffer(data[-(16 * per_shard + 4):-4], "<u8").reshape(-1, 2)
+                frames = [data[o:o + n] for o, n in index if o != 2**64 - 1 and o + n <= len(data)]
+            else:
+                frames = [data]
+            for frame in frames:
+                size = declared_size(frame, kind)
+                if size is None or size > limit:
+                    raise DataError(f"Zarr input {str(self.root)!r} chunk {key!r} holds a {kind} frame that "
+                                    f"declares {'no' if size is None else f'{size:,}'} decoded bytes; one chunk is "
+                                    f"{limit:,} (refused before decoding)")
 
     _STORE = NoFollowStore
     return _STORE

@@ -133,6 +133,26 @@ def test_absent_chunks_are_an_error_unless_the_fill_value_is_accepted(tmp_path, 
         assert f["dense_1"].shape == (768, 10)
 
 
+@pytest.mark.parametrize("compressor", ["zstd", "blosc"])
+def test_a_chunk_whose_frame_declares_too_much_is_refused_before_decoding(compressor, tmp_path, reference_artifacts,
+                                                                          capsys):
+    from numcodecs import Blosc, Zstd
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    codec = {"zstd": (ZstdCodec(), Zstd()), "blosc": (BloscCodec(cname="lz4"), Blosc("lz4"))}[compressor]
+    spec = __import__("runtime").load(reference_artifacts).input_spec
+    sharded = zarr.create_array(tmp_path / "sharded.zarr", shape=(512, 28, 28), chunks=(64, 28, 28),
+                                shards=(256, 28, 28), dtype="uint8", compressors=codec[0])
+    sharded[:] = 1  # honest shards pass: their index locates frames that declare one chunk each
+    assert sum(len(part) for part in open_source(tmp_path / "sharded.zarr", spec, 100).items()) == 512
+    store = tmp_path / "bomb.zarr"
+    z = zarr.create_array(store, shape=(512, 28, 28), chunks=(256, 28, 28), dtype="uint8", compressors=codec[0])
+    z[:] = 1
+    (store / "c" / "0" / "0" / "0").write_bytes(codec[1].encode(np.zeros(20_000_000, np.uint8)))  # kB -> 20 MB
+    code, _, err = cli(capsys, "run", reference_artifacts, "--input", store, "--out", tmp_path / "a.npz")
+    one_line(code, err, f"holds a {compressor} frame that declares 20,000,000 decoded bytes; one chunk is 200,704")
+
+
 def test_each_chunk_is_decoded_once(tmp_path, reference_artifacts, monkeypatch):
     z = zarr.create_array(tmp_path / "big_chunks.zarr", shape=(1000, 28, 28), chunks=(400, 28, 28), dtype="uint8")
     z[:] = np.arange(1000, dtype=np.uint8)[:, None, None]

@@ -10,6 +10,7 @@ from pathlib import Path
 from runtime.api import Model, load
 from runtime.artifacts.budgets import Budgets
 from runtime.jobs.sources import Source, expand_inputs, open_source
+from runtime.jobs.zarr_input import check_rows
 
 
 def load_model(artifacts, backend: str = "onnx", device: str = "cpu", threads: int | None = None) -> Model:
@@ -71,4 +72,6 @@ def input_paths(job: JobInputs) -> list[Path]:
 
 def open_inputs(paths: Sequence[Path], model: Model, job: JobInputs) -> list[Source]:
     """The expanded input paths (runtime.jobs.sources.expand_inputs) as Sources, read as `job` says."""
-    return [open_source(p, model.input_spec, job.batch_size, job.key, job.invert, job.budgets) for p in paths]
+    sources = [open_source(p, model.input_spec, job.batch_size, job.key, job.invert, job.budgets) for p in paths]
+    check_rows(f"the input list ({len(sources)} inputs)", sum(s.count for s in sources), job.budgets)
+    return sources

@@ -89,12 +89,12 @@ def open_source(path: Path, spec: InputSpec, batch_size: int, key: str | None = 
 
         return Source(path, 1, lambda: iter([read_image(path, spec, invert, budgets.max_pixels)]),
                       lambda i: str(path), True)
-    array, member = read_array(path, key, budgets)
+    array, member = read_array(path, key, budgets, spec)
     as_nhwc(declared(array.shape, array.dtype), spec)  # the declared shape and dtype, checked without reading
     if not is_batch(declared(array.shape, array.dtype), spec):
         return Source(path, 1, lambda: iter([np.asarray(array[...])]), lambda i: f"{path}{member}")
     count = int(array.shape[0])
-    check_rows(path, count, budgets)
+    check_rows(f"input {str(path)!r}", count, budgets)
     if is_zarr(path):
         step = row_step(array, max(int(batch_size), 1))
         return Source(path, count, lambda: read_rows(array, path, step), lambda i: f"{path}{member}[{i}]")
@@ -103,12 +103,13 @@ def open_source(path: Path, spec: InputSpec, batch_size: int, key: str | None = 
                   lambda i: f"{path}{member}[{i}]")
 
 
-def read_array(path: Path, key: str | None = None, budgets: Budgets = DEFAULT_BUDGETS):
+def read_array(path: Path, key: str | None = None, budgets: Budgets = DEFAULT_BUDGETS, spec: InputSpec | None = None):
     """The image array of an input and its member suffix for row names (":key" or "").
 
     .npy files are memory-mapped, Zarr arrays opened lazily, .npz arrays read whole (after their
     declared size is checked against `max_member_bytes`). In an .npz or a Zarr group the array is
-    `key`, else "x_test" if present, else the only array.
+    `key`, else "x_test" if present, else the only array. With `spec`, an .npz member's declared shape
+    and dtype are checked against it before it is inflated.
 
     Raises:
         DataError: unreadable file, pickled objects, a missing or ambiguous key, a member over its budget.
@@ -120,16 +121,30 @@ def read_array(path: Path, key: str | None = None, budgets: Budgets = DEFAULT_BU
             return np.load(path, mmap_mode="r", allow_pickle=False), ""
         with np.load(path, allow_pickle=False) as archive:
             name = _pick_key(path, list(archive.files), key)
-            size = archive.zip.getinfo(f"{name}.npy").file_size  # as the zip declares it, before inflating
-            if size > budgets.max_member_bytes:
-                raise DataError(over(f"{str(path)!r} member {name!r}", size, "max_member_bytes",
-                                     budgets.max_member_bytes, "bytes"))
+            _check_member(path, archive, name, spec, budgets)
             return archive[name], f":{name}"
+    except InputError:  # a declared shape or dtype the model cannot take: said as such
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         if "pickle" in reason or "object" in reason.lower():  # numpy's advice to allow pickles is not ours
             reason = "not a numeric array (Python objects, or not .npy/.npz data; pickles are never loaded)"
         raise DataError(f"cannot read array file {str(path)!r}: {reason}") from None
+
+
+def _check_member(path: Path, archive, name: str, spec: InputSpec | None, budgets: Budgets) -> None:
+    """An .npz member's declared size (zip entry), shape and dtype (.npy header), checked before it is inflated."""
+    info = archive.zip.getinfo(f"{name}.npy")
+    if info.file_size > budgets.max_member_bytes:
+        raise DataError(over(f"{str(path)!r} member {name!r}", info.file_size, "max_member_bytes",
+                             budgets.max_member_bytes, "bytes"))
+    if spec is None:
+        return
+    with archive.zip.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)(member)
+    as_nhwc(declared(shape, dtype), spec)  # InputError naming the declared shape, nothing inflated yet
 
 
 def _pick_key(path: Path, keys: list[str], key: str | None) -> str:

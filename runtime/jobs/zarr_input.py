@@ -33,10 +33,10 @@ def declared(shape, dtype) -> np.ndarray:
     return view
 
 
-def check_rows(path: Path, rows: int, budgets: Budgets) -> None:
-    """Raises DataError when an input array declares more rows than `max_rows`."""
+def check_rows(what: str, rows: int, budgets: Budgets) -> None:
+    """Raises DataError when an input array (or all of them: what says which) declares more rows than `max_rows`."""
     if rows > budgets.max_rows:
-        raise DataError(over(f"input {str(path)!r}", rows, "max_rows", budgets.max_rows, "rows"))
+        raise DataError(over(what, rows, "max_rows", budgets.max_rows, "rows"))
 
 
 def open_zarr(path: Path, key: str | None, budgets: Budgets, pick_key):

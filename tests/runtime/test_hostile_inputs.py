@@ -374,3 +374,14 @@ def test_a_sources_file_swapped_for_a_link_never_shows_an_outside_line(tmp_path,
     finally:
         stop.set()
         swapper.join()
+
+
+def test_npz_declarations_and_total_rows_are_checked_before_reading(tmp_path, reference_artifacts, capsys):
+    np.savez_compressed(tmp_path / "wide.npz", x_test=np.zeros((2, 2000, 2000), np.uint8))  # 8 MB in a few kB
+    code, _, err = cli(capsys, "run", reference_artifacts, "--input", tmp_path / "wide.npz", "--out",
+                       tmp_path / "a.npz")
+    one_line(code, err, "got shape [2, 2000, 2000]")
+    np.save(tmp_path / "x.npy", np.zeros((300, 28, 28), np.uint8))
+    code, _, err = cli(capsys, "run", reference_artifacts, "--input", tmp_path / "x.npy", tmp_path / "x.npy",
+                       "--out", tmp_path / "a.npz", "--max-rows", "500")
+    one_line(code, err, "the input list (2 inputs) declares 600 rows, over the budget --max-rows of 500 rows")

@@ -11,7 +11,7 @@ from typing import Sequence
 from runtime.artifacts.manifest import Manifest, Preprocessing
 from runtime.backends.quiet_tf import import_tensorflow
 from runtime.cli.args import ArgumentParser, comma_list, non_negative_float, positive_int
-from runtime.cli.process import as_flags
+from runtime.cli.process import as_flags, say
 from runtime.compare import Tolerance
 
 from .artifacts import DEFAULT_OPSET
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .graph import list_layers
 
         tree = list_layers(args.model, args.allow_unsafe).splitlines()
-        print("\n".join(tree[:-1] + [as_flags(tree[-1])]))  # the footer names `layers`: shown as --layers
+        say("\n".join(tree[:-1] + [as_flags(tree[-1])]))  # the footer names `layers`: shown as --layers
         return 0
     given = None
     if args.scale is not None or args.offset is not None:
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tolerance=Tolerance(args.atol, args.rtol, args.noise), preprocessing=given, labels=args.labels,
     )
     manifest = export_model(args.model, args.out, options, Progress(sys.stderr))
-    print(summary(manifest, args.out, time.perf_counter() - STARTED))
+    say(summary(manifest, args.out, time.perf_counter() - STARTED))
     return 0
 
 
@@ -143,6 +143,6 @@ def reference_main(argv: Sequence[str] | None = None) -> int:
 
     # A progress bar on a terminal; one line per epoch in logs (no escape codes).
     record = train_reference(args.data, args.epochs, args.out, verbose="auto" if sys.stdout.isatty() else 2)
-    print(f"saved {args.out} and {record_path(args.out).name}: test accuracy {record['test_accuracy']:.4f} "
+    say(f"saved {args.out} and {record_path(args.out).name}: test accuracy {record['test_accuracy']:.4f} "
           f"after {args.epochs} epochs ({record['train_seconds']} s)")
     return 0

@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 
+from runtime.artifacts.budgets import MAX_PIXELS, over
 from runtime.artifacts.manifest import InputSpec
 from runtime.errors import DataError, FeatureMapsWarning, InputError
 
@@ -62,16 +63,18 @@ def warn_if_inverted(pixels: np.ndarray, spec: InputSpec, source: str = "the ima
     return True
 
 
-def read_image(path: str | os.PathLike, spec: InputSpec, invert: bool = False) -> np.ndarray:
+def read_image(path: str | os.PathLike, spec: InputSpec, invert: bool = False,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file as uint8 pixels [H, W, C] matching `spec` (ready for runtime.preprocess.to_batch).
 
     Args:
         path: the image file.
         spec: the model's input spec; its image_shape gives H, W and C.
         invert: 255 - pixels, for dark-on-light images (the model expects light on dark).
+        max_pixels: the largest width x height decoded; a larger image is refused from its header alone.
 
     Raises:
-        DataError: the file is missing or not a readable image, or Pillow is not installed.
+        DataError: the file is missing or not a readable image, over `max_pixels`, or Pillow is not installed.
         InputError: the model's input has a channel count other than 1 or 3.
     """
     h, w, c = spec.image_shape
@@ -81,12 +84,20 @@ def read_image(path: str | os.PathLike, spec: InputSpec, invert: bool = False) -
         from PIL import Image, ImageOps
     except ImportError:
         raise DataError("reading image files needs Pillow: pip install 'featuremaps[viz]'") from None
+    if max_pixels > (Image.MAX_IMAGE_PIXELS or max_pixels):  # Pillow refuses twice its own limit: ours decides
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # reads the header only
+            if img.width * img.height > max_pixels:
+                raise DataError(over(f"image {str(path)!r} ({img.width}x{img.height})", img.width * img.height,
+                                     "max_pixels", max_pixels, "pixels"))
             img = ImageOps.exif_transpose(img)
             img.load()
             img = _to_mode(img, _MODES[c], background=255 if invert else 0)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, twice its default: ours is first normally
+        raise DataError(f"image {str(path)!r} is over Pillow's own limit ({exc}); over the budget `max_pixels` "
+                        f"of {max_pixels:,} pixels") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         # OSError covers missing files, directories, unknown formats and truncated data.
         if isinstance(exc, Image.UnidentifiedImageError):
             reason = "not an image format Pillow recognises"

@@ -15,7 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
+from runtime.artifacts.budgets import MAX_MEMBER_BYTES, MAX_PIXELS
 from runtime.cli.args import ArgumentParser, comma_list, positive_int
+from runtime.cli.process import say
 from runtime.data.mnist import MNIST_SHAPE, mnist_test_set, resize_digits
 from runtime.errors import BackendError, DataError, InputError
 
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--raw", action="store_true",
                         help="write each layer as its bare grid (no header, scale bar or channel numbers), for "
                              "post-processing")
+    parser.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
+                        help=f"decoding budget: pixels of the --image file (default: {MAX_PIXELS:,}, Pillow's)")
     return parser
 
 
@@ -57,7 +61,7 @@ def load_input(args: argparse.Namespace, model) -> tuple[np.ndarray, str]:
     if args.image is not None:
         from runtime.images import read_image
 
-        return read_image(args.image, model.input_spec, invert=args.invert), args.image.name
+        return read_image(args.image, model.input_spec, args.invert, args.max_pixels), args.image.name
     x, y, source = mnist_test_set(args.data)
     if not 0 <= args.index < len(x):
         hint = "" if len(x) >= 10000 else " (pass --data mnist.npz or set MNIST_NPZ for the full test set)"
@@ -126,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _remove_empty(created)
             raise
     for path in written:
-        print(path)
+        say(path)
     return 0
 
 
@@ -137,6 +141,8 @@ def build_gallery_parser() -> argparse.ArgumentParser:
     parser.add_argument("stats", help="folder written by `python -m runtime stats`")
     parser.add_argument("--out", type=Path, default=Path("site"), help="site folder (default site/)")
     parser.add_argument("--force", action="store_true", help="replace a gallery already in --out")
+    parser.add_argument("--max-member-bytes", type=positive_int, default=MAX_MEMBER_BYTES,
+                        help=f"decoding budget: bytes per top-k .npz member (default: {MAX_MEMBER_BYTES:,})")
     return parser
 
 
@@ -145,7 +151,7 @@ def gallery_main(argv: Sequence[str] | None = None) -> int:
     from .gallery import site_size, write_gallery
 
     args = build_gallery_parser().parse_args(argv)
-    site = write_gallery(args.stats, args.out, force=args.force)
+    site = write_gallery(args.stats, args.out, force=args.force, max_member_bytes=args.max_member_bytes)
     files, size = site_size(site)
-    print(f"{site / 'index.html'}  ({files} files, {size / 1e6:.2f} MB)")
+    say(f"{site / 'index.html'}  ({files} files, {size / 1e6:.2f} MB)")
     return 0

@@ -15,7 +15,6 @@ Needs numpy and Pillow only (no TensorFlow, no onnxruntime).
 from __future__ import annotations
 
 import html
-import json
 import math
 import shutil
 from pathlib import Path
@@ -24,10 +23,10 @@ from typing import Callable
 import numpy as np
 
 from runtime.artifacts.atomic import build_dir, replace_dir
-from runtime.artifacts.paths import confine, safe_name
+from runtime.artifacts.budgets import MAX_MEMBER_BYTES
+from runtime.artifacts.stats_folder import read_stats, read_topk
 from runtime.errors import DataError, TargetChanged
 
-SCHEMA = "featuremaps.stats/1"
 MARKER = ".featuremaps-gallery"  # marks a folder this command wrote: the only kind --force replaces
 CSS = Path(__file__).parent / "static" / "gallery.css"
 MIN_TILE_PX = 96  # each top-k tile is drawn at least this wide; the strips fill the page's width beyond that
@@ -35,69 +34,25 @@ OVERLAY = np.array([255, 96, 0], np.float32)  # the map's colour over the image
 CHANNEL_FIELDS = ("mean", "std", "max", "min", "zero_fraction", "dead", "nearly_dead")
 
 
-def read_stats(folder: str | Path) -> dict:
-    """stats.json of a `runtime stats` folder, checked: schema, outputs, and confined top-k paths.
-
-    Raises:
-        DataError: no such folder, unreadable or foreign JSON, a missing field.
-        ArtifactError: an output name or file path that would leave the folder.
-    """
-    folder = Path(folder)
-    path = folder / "stats.json"
-    if not path.is_file():
-        state = "does not exist" if not folder.exists() else "holds no stats.json"
-        raise DataError(f"stats folder {str(folder)!r} {state} (expected the output of `python -m runtime stats`)")
-    try:
-        stats = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not readable JSON: {exc}") from None
-    schema = stats.get("schema") if isinstance(stats, dict) else None
-    if schema != SCHEMA:
-        raise DataError(f"{path} has schema {schema!r}; expected {SCHEMA!r} (written by `python -m runtime stats`)")
-    try:
-        for name, out in stats["outputs"].items():
-            safe_name(name)
-            out["topk_path"] = confine(folder, out["topk"], "top-k file")
-            records, histograms = len(out["channels"]), len(out["histogram"]["counts"])
-            if len(out["shape"]) != 3 or not records == histograms == out["shape"][2]:
-                raise DataError(f"{path}: output {name!r} has shape {out['shape']}, {records} channel records and "
-                                f"{histograms} histograms; expected [H, W, C] and C of each")
-            lacking = sorted({key for ch in out["channels"] for key in CHANNEL_FIELDS if key not in ch})
-            if lacking:
-                raise DataError(f"{path}: channel records of output {name!r} lack {lacking}")
-        stats["k"], stats["images"] = int(stats["k"]), int(stats["images"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise DataError(f"{path} does not follow {SCHEMA}: missing or malformed {exc}") from None
-    if not stats["outputs"]:
-        raise DataError(f"{path} lists no outputs; expected at least one feature-map output")
-    stats["source_names"] = _sources(folder, stats.get("sources"))
-    return stats
-
-
-def _sources(folder: Path, rel) -> list[str] | None:
-    if not rel:
-        return None
-    try:
-        return confine(folder, rel, "sources file").read_text().splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read the sources file {rel!r} in {str(folder)!r}: {exc.strerror}") from None
-
-
-def write_gallery(stats_folder: str | Path, out: str | Path, force: bool = False) -> Path:
+def write_gallery(stats_folder: str | Path, out: str | Path, force: bool = False,
+                  max_member_bytes: int = MAX_MEMBER_BYTES) -> Path:
     """Build the site for a stats folder into `out`, atomically.
 
     Args:
         stats_folder: the output of `python -m runtime stats`.
         out: the site folder; an existing one is replaced only with force, and only if it is a
             gallery this function wrote (or an empty folder).
+        max_member_bytes: the decoding budget of each top-k .npz member (checked from its header).
 
     Returns:
         the site folder.
 
     Raises:
-        DataError: bad stats, or an --out that exists (without force) or is not a gallery.
+        DataError: no stats folder, or an `out` that exists (without force) or is not a gallery.
+        ArtifactError: a stats folder that does not follow its schema (runtime.artifacts.stats_folder).
     """
-    stats = read_stats(stats_folder)
+    stats = read_stats(stats_folder)  # validated like a manifest (ArtifactError), every file read once
+    stats["folder"] = Path(stats_folder)
     out = Path(out)
     _check_target(out, force)
     try:
@@ -106,7 +61,7 @@ def write_gallery(stats_folder: str | Path, out: str | Path, force: bool = False
     except OSError as exc:
         raise DataError(f"cannot write the site into {str(out.parent)!r}: {exc.strerror}") from None
     try:
-        _build_site(stats, build)
+        _build_site(stats, build, max_member_bytes)
         replace_dir(build, out, replaceable=_replaceable(out, force))
     except OSError as exc:  # e.g. a full disk: nothing half-written stays
         raise DataError(f"cannot write the site {str(out)!r}: {exc.strerror or exc}") from None
@@ -139,11 +94,11 @@ def _replaceable(out: Path, force: bool) -> Callable[[Path], None]:
     return check
 
 
-def _build_site(stats: dict, site: Path) -> None:
+def _build_site(stats: dict, site: Path, max_member_bytes: int = MAX_MEMBER_BYTES) -> None:
     (site / "layers").mkdir()
     shutil.copyfile(CSS, site / "gallery.css")
     for name, out in stats["outputs"].items():
-        topk = _load_topk(out["topk_path"], out, stats["k"])
+        topk = read_topk(stats["folder"], stats, name, max_member_bytes)
         folder = site / "img" / name
         folder.mkdir(parents=True)
         for c in range(len(out["channels"])):
@@ -151,23 +106,6 @@ def _build_site(stats: dict, site: Path) -> None:
         (site / "layers" / f"{name}.html").write_text(layer_page(stats, name, out, topk))
     (site / "index.html").write_text(index_page(stats))
     (site / MARKER).write_text("written by `python -m viz gallery`; --force may replace this folder\n")
-
-
-def _load_topk(path: Path, out: dict, k: int) -> dict[str, np.ndarray]:
-    h, w, c = out["shape"]
-    try:
-        with np.load(path) as f:
-            topk = {key: f[key] for key in ("index", "value", "maps", "images")}
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(
-            f"cannot read top-k file {str(path)!r}: {exc}; expected index, value, maps and images") from None
-    expected = {"index": (c, k), "value": (c, k), "maps": (c, k, h, w)}
-    for key, shape in expected.items():
-        if topk[key].shape != shape:
-            raise DataError(f"{path.name}: {key} has shape {list(topk[key].shape)}; expected {list(shape)}")
-    if topk["images"].ndim != 5 or topk["images"].shape[:2] != (c, k):
-        raise DataError(f"{path.name}: images has shape {list(topk['images'].shape)}; expected [{c}, {k}, H, W, C]")
-    return topk
 
 
 # ---- images -------------------------------------------------------------------------------------
@@ -348,4 +286,4 @@ def site_size(site: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-__all__ = ["read_stats", "write_gallery", "channel_strip", "histogram_svg", "index_page", "layer_page", "site_size"]
+__all__ = ["write_gallery", "channel_strip", "histogram_svg", "index_page", "layer_page", "site_size"]

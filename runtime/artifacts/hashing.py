@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from runtime.artifacts.paths import confine
+from runtime.artifacts.paths import confine, open_inside
 from runtime.errors import ArtifactError
 
 MANIFEST = "manifest.json"
@@ -87,10 +87,10 @@ class _Wrong(Exception):
 
 def _open_listed(folder: Path, rel: str, meta: dict) -> BinaryIO:
     """Open a listed file for reading, confined to folder; _Wrong if it is not a regular file of the listed size."""
-    path = confine(folder, rel, "artifact file")
-    # O_NOFOLLOW: a symbolic link swapped in after confine() resolved the path is refused, not followed;
-    # O_NONBLOCK: a FIFO planted in the folder cannot hang the reader.
-    fd = os.open(path.resolve(), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    confine(folder, rel, "artifact file")  # the error for a link leading outside says so
+    # Opened relative to the folder's descriptors with O_NOFOLLOW at every step: a symbolic link swapped
+    # in after confine() is refused, not followed; O_NONBLOCK: a FIFO planted in the folder cannot hang it.
+    fd = open_inside(folder, rel, "artifact file")
     f = os.fdopen(fd, "rb")
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_size != meta["bytes"]:

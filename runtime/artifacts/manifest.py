@@ -16,7 +16,7 @@ from typing import Any
 
 from runtime.artifacts.atomic import atomic_write
 from runtime.artifacts.hashing import MANIFEST, file_error, file_state, tree_files
-from runtime.artifacts.paths import confine, relative_path, safe_name
+from runtime.artifacts.paths import confine, open_inside, relative_path, safe_name
 from runtime.errors import ArtifactError
 
 SCHEMA_VERSION = 1
@@ -156,7 +156,7 @@ def read_manifest(folder: str | os.PathLike, verify_files: bool = True) -> Manif
         raise ArtifactError(f"no {MANIFEST} in {str(folder)!r}; found {found or 'nothing'}")
     path = confine(folder, MANIFEST, "manifest")  # a link to a file elsewhere is not this folder's manifest
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_inside(folder, MANIFEST, "manifest"), "rb") as f:  # no link followed, even one swapped in
             raw = f.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise ArtifactError(f"{path} is not readable: {exc.strerror}") from None

@@ -5,8 +5,10 @@ every path read or written inside an artifacts or output folder, goes through he
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from pathlib import Path, PurePosixPath
 
 from runtime.errors import ArtifactError
@@ -60,6 +62,62 @@ def confine(root: str | os.PathLike, rel: object, what: str = "path") -> Path:
     if real != base and base not in real.parents:
         raise ArtifactError(f"{what} {_shown(rel)} leads outside the folder (through a symbolic link)")
     return path
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def open_inside(root: str | os.PathLike, rel: object, what: str = "path") -> int:
+    """A read-only file descriptor of root/rel, opened without following any symbolic link inside root.
+
+    Each folder on the way is opened relative to the previous one's descriptor with O_NOFOLLOW, and the
+    file itself with O_NOFOLLOW and O_NONBLOCK (a FIFO cannot hang the reader): a link swapped in at any
+    step after a check is refused, never followed. Use the descriptor (fstat, read): never reopen the path.
+
+    Raises:
+        ArtifactError: rel is not a relative path inside root (relative_path), or a part of it is a
+            symbolic link. FileNotFoundError, IsADirectoryError, OSError: as os.open raises them.
+    """
+    parts = PurePosixPath(relative_path(rel, what)).parts
+    fd = os.open(root, os.O_RDONLY | _DIRECTORY)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = os.O_RDONLY | _NOFOLLOW | (getattr(os, "O_NONBLOCK", 0) if last else _DIRECTORY)
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(os.path.join(root, *parts[:i + 1])):
+                    raise ArtifactError(f"{what} {_shown(rel)} is or passes through a symbolic link; "
+                                        "links inside the folder are refused") from None
+                raise
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_inside(root: str | os.PathLike, rel: object, limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file root/rel (open_inside), at most `limit` of them.
+
+    Raises:
+        ArtifactError: a symbolic link, not a regular file, or larger than limit (told before reading).
+        OSError: as os.open raises it (FileNotFoundError when missing).
+    """
+    fd = open_inside(root, rel, what)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ArtifactError(f"{what} {_shown(rel)} is not a regular file")
+        if info.st_size > limit:
+            raise ArtifactError(f"{what} {_shown(rel)} holds {info.st_size:,} bytes; at most {limit:,} are read")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ArtifactError(f"{what} {_shown(rel)} grew past {limit:,} bytes while it was read")
+    return data
 
 
 def _shown(value: object) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from runtime.artifacts.manifest import read_manifest
 from runtime.backends import BACKENDS
+from runtime.cli.process import say
 from runtime.describe import backend_lines, describe, integrity_lines
 
 
@@ -24,5 +25,5 @@ def cmd_info(args: argparse.Namespace) -> int:
     folder = args.artifacts
     manifest = read_manifest(folder, verify_files=False)  # schema version; the files are checked per backend
     integrity = integrity_lines(manifest, folder, args.backend)
-    print("\n".join(describe(manifest, folder, integrity) + backend_lines([args.backend] if args.backend else None)))
+    say("\n".join(describe(manifest, folder, integrity) + backend_lines([args.backend] if args.backend else None)))
     return 0

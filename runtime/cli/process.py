@@ -75,6 +75,21 @@ def terminate_as_interrupt() -> Iterator[None]:
         raise Interrupted(swallowed.pop())
 
 
+# Control characters (C0 but newline, DEL, C1) and the Unicode line and paragraph separators: what a
+# manifest, stats folder or file name holds must not move the cursor, retitle the window or fake a line.
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: object) -> str:
+    """text with every control character but newline shown escaped ("\\x1b"), safe to print on a terminal."""
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), str(text))
+
+
+def say(*lines: object, file=None, flush: bool = False) -> None:
+    """Print lines to stdout (or file), control characters escaped (printable): every CLI line goes through here."""
+    print("\n".join(printable(line) for line in lines), file=file or sys.stdout, flush=flush)
+
+
 def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
     """A library message in CLI words, on one line: each parameter it names (see runtime.errors.param)
     becomes its flag, `name` or `name=True` -> --name (underscores as dashes) unless `flags` maps it."""
@@ -89,7 +104,7 @@ def _one_line_warnings(show: Callable, flags: Mapping[str, str] | None) -> Calla
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, FeatureMapsWarning):
-            print(f"warning: {as_flags(message, flags)}", file=file or sys.stderr)
+            say(f"warning: {as_flags(message, flags)}", file=file or sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)
 
@@ -115,7 +130,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
             raise
         return 141  # what a shell reports for a tool ended by SIGPIPE
     except FeatureMapsError as exc:
-        print(f"error: {as_flags(str(exc), flags)}", file=sys.stderr)  # one line, whatever the message held
+        say(f"error: {as_flags(str(exc), flags)}", file=sys.stderr)  # one line, whatever the message held
         return 2
     except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 from runtime.api import DEVICES
+from runtime.artifacts.budgets import MAX_CHUNK_BYTES, MAX_MEMBER_BYTES, MAX_PIXELS, MAX_ROWS, Budgets
 from runtime.backends import BACKENDS
-from runtime.cli.args import comma_list
+from runtime.cli.args import comma_list, positive_int
+from runtime.cli.process import say
 from runtime.jobs.extract import ExtractOptions, extract
 from runtime.jobs.sources import DEFAULT_KEY
 
@@ -32,13 +34,31 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                         "else a local Ray runtime")
     p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     p.add_argument("-v", "--verbose", action="store_true", help="with --ray: show Ray's own log lines")
+    add_budget_arguments(p)
+
+
+def add_budget_arguments(p: argparse.ArgumentParser) -> None:
+    """The decoding budgets (runtime.artifacts.budgets): what an input may declare before a byte of it is read."""
+    b = p.add_argument_group("decoding budgets", "checked against what an input declares, before it is decoded")
+    b.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
+                   help=f"pixels (width x height) per image file (default: {MAX_PIXELS:,}, Pillow's)")
+    b.add_argument("--max-chunk-bytes", type=positive_int, default=MAX_CHUNK_BYTES,
+                   help=f"decoded bytes per Zarr chunk (default: {MAX_CHUNK_BYTES:,})")
+    b.add_argument("--max-member-bytes", type=positive_int, default=MAX_MEMBER_BYTES,
+                   help=f"decoded bytes per .npz member (default: {MAX_MEMBER_BYTES:,})")
+    b.add_argument("--max-rows", type=positive_int, default=MAX_ROWS,
+                   help=f"images per input array (default: {MAX_ROWS:,})")
+    b.add_argument("--fill-absent", action="store_true",
+                   help="read a Zarr store's absent chunks as its declared fill value (default: an error)")
 
 
 def input_options(args: argparse.Namespace) -> dict:
     """The parsed input flags (add_input_arguments) as JobInputs' keyword arguments."""
     return {"artifacts": args.artifacts, "inputs": args.input, "key": args.key, "backend": args.backend,
             "device": args.device, "outputs": args.outputs, "batch_size": args.batch_size, "invert": args.invert,
-            "ray": args.ray, "quiet": args.quiet, "ray_logs": args.verbose}
+            "ray": args.ray, "quiet": args.quiet, "ray_logs": args.verbose,
+            "budgets": Budgets(args.max_pixels, args.max_chunk_bytes, args.max_member_bytes, args.max_rows,
+                               args.fill_absent)}
 
 
 def add_parser(sub) -> None:
@@ -55,7 +75,7 @@ def add_parser(sub) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     result = extract(ExtractOptions(**input_options(args), out=args.out, compress=args.compress))
-    print(f"wrote {result.out}: {result.images} images, "
+    say(f"wrote {result.out}: {result.images} images, "
           + ", ".join(f"{n} {list(s)}" for n, s in result.shapes.items())
           + f" ({result.where}, {result.seconds:.2f} s)")
     return 0

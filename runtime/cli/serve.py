@@ -10,6 +10,7 @@ from pathlib import Path
 
 from runtime.api import DEVICES
 from runtime.backends import BACKENDS
+from runtime.cli.process import say
 from runtime.serve.server import ServeOptions, Serving, serve
 
 
@@ -43,8 +44,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            body_timeout_s=args.body_timeout_s)
 
     def announce(serving: Serving) -> None:
-        print(f"serving model {serving.name!r} ({serving.backend} on {serving.device}, max batch {options.max_batch}, "
-              f"max delay {options.max_delay_ms:g} ms) at {serving.model_url}; explorer at {serving.url}/", flush=True)
+        say(f"serving model {serving.name!r} ({serving.backend} on {serving.device}, max batch {options.max_batch}, "
+            f"max delay {options.max_delay_ms:g} ms) at {serving.model_url}; explorer at {serving.url}/", flush=True)
 
     serve(args.artifacts, options, on_ready=announce)
     return 0

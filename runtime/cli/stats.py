@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from runtime.cli.process import say
 from runtime.cli.run import add_input_arguments, input_options
 from runtime.jobs.dataset_stats import StatsOptions, dataset_stats
 
@@ -14,7 +15,7 @@ def add_parser(sub) -> None:
                                    "the top-k images of every feature-map output, in one bounded-memory pass.")
     add_input_arguments(p)
     p.add_argument("--out", required=True, type=Path,
-                   help="the folder to write (stats.json, topk/, sources.txt; built beside it, moved into place)")
+                   help="the folder to write (stats.json, topk/, sources.json; built beside it, moved into place)")
     p.add_argument("--k", type=int, default=9, help="images kept per channel (default: 9)")
     p.add_argument("--bins", type=int, default=64, help="histogram bins, a power of two (default: 64)")
     p.add_argument("--threshold", type=float, default=0.0,
@@ -31,5 +32,5 @@ def cmd_stats(args: argparse.Namespace) -> int:
         nearly = sum(c["nearly_dead"] and not c["dead"] for c in channels)
         lines.append(f"  {name}: {dead} of {len(channels)} channels dead, {nearly} more nearly dead "
                      f"(above {args.threshold:g} on < 1% of images)")
-    print("\n".join(lines))
+    say("\n".join(lines))
     return 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from runtime.artifacts.manifest import ONNX_FILE
+from runtime.cli.process import say
 from runtime.serve.triton import CONFIG, KINDS, VERSION, TritonOptions, write_repository
 
 
@@ -30,7 +31,7 @@ def cmd_triton(args: argparse.Namespace) -> int:
     options = TritonOptions(name=args.name, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
                             instances=args.instances, kind=args.kind, force=args.force)
     folder = write_repository(args.artifacts, args.out, options)
-    print(f"wrote {folder / CONFIG} and {folder / VERSION / ONNX_FILE}\n"
+    say(f"wrote {folder / CONFIG} and {folder / VERSION / ONNX_FILE}\n"
           f"run: docker run --rm -p 8000:8000 -v {args.out.resolve()}:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 "
           f"tritonserver --model-repository=/models")
     return 0

@@ -24,7 +24,7 @@ class StatsOptions(JobInputs):
     """What `dataset_stats` reads (JobInputs) and writes.
 
     Attributes:
-        out: the folder to write (stats.json, topk/, sources.txt; built beside it, moved into place).
+        out: the folder to write (stats.json, topk/, sources.json; built beside it, moved into place).
         k: images kept per channel.
         bins: histogram bins, a power of two.
         threshold: a channel is dead if it never exceeds this.

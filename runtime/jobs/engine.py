@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.api import Model, load
+from runtime.artifacts.budgets import Budgets
 from runtime.jobs.sources import Source, expand_inputs, open_source
+from runtime.jobs.zarr_input import check_rows
 
 
 def load_model(artifacts, backend: str = "onnx", device: str = "cpu", threads: int | None = None) -> Model:
@@ -43,6 +45,7 @@ class JobInputs:
         ray: None runs here; else a Ray cluster's address ("": $RAY_ADDRESS, else a local Ray runtime).
         quiet: no progress bar (there is none when stderr is not a terminal).
         ray_logs: let Ray print its own log lines (start-up, Ray Data, workers); quiet by default.
+        budgets: what an input may declare before it is read (runtime.artifacts.budgets.Budgets).
     """
 
     artifacts: str | os.PathLike
@@ -56,7 +59,7 @@ class JobInputs:
     ray: str | None = None
     quiet: bool = False
     ray_logs: bool = False
-
+    budgets: Budgets = field(default_factory=Budgets)
 
 
 def input_paths(job: JobInputs) -> list[Path]:
@@ -71,4 +74,6 @@ def input_paths(job: JobInputs) -> list[Path]:
 
 def open_inputs(paths: Sequence[Path], model: Model, job: JobInputs) -> list[Source]:
     """The expanded input paths (runtime.jobs.sources.expand_inputs) as Sources, read as `job` says."""
-    return [open_source(p, model.input_spec, job.batch_size, job.key, job.invert) for p in paths]
+    sources = [open_source(p, model.input_spec, job.batch_size, job.key, job.invert, job.budgets) for p in paths]
+    check_rows(f"the input list ({len(sources)} inputs)", sum(s.count for s in sources), job.budgets)
+    return sources

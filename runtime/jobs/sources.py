@@ -13,8 +13,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from runtime.artifacts.budgets import DEFAULT_BUDGETS, Budgets, over
 from runtime.artifacts.manifest import InputSpec
 from runtime.errors import DataError, InputError
+from runtime.jobs.zarr_input import check_rows, declared, open_zarr, read_rows, row_step
 from runtime.preprocess import as_nhwc, is_batch, to_batch
 
 ARRAY_SUFFIXES = (".npz", ".npy")
@@ -70,42 +72,59 @@ class Source:
     is_image_file: bool = False
 
 
-def open_source(path: Path, spec: InputSpec, batch_size: int, key: str | None = None, invert: bool = False) -> Source:
+def open_source(path: Path, spec: InputSpec, batch_size: int, key: str | None = None, invert: bool = False,
+                budgets: Budgets = DEFAULT_BUDGETS) -> Source:
     """An input as a Source: .npz / .npy / Zarr arrays (one image or a batch), else an image file.
 
+    What an array declares (shape, dtype, rows, chunk and member sizes) is checked against the model
+    and `budgets` before any of its data is read.
+
     Raises:
-        DataError: unreadable array, or a missing or ambiguous key.
+        DataError: unreadable array, a missing or ambiguous key, an input over a budget.
+        InputError: an array whose declared shape or dtype the model cannot take.
     """
+    check_batch_size(batch_size)
     if not is_zarr(path) and path.suffix.lower() not in ARRAY_SUFFIXES:
         from runtime.images import read_image  # Pillow, only when image files are given
 
-        return Source(path, 1, lambda: iter([read_image(path, spec, invert)]), lambda i: str(path), True)
-    array, member = read_array(path, key)
-    if not is_batch(array, spec):
+        return Source(path, 1, lambda: iter([read_image(path, spec, invert, budgets.max_pixels)]),
+                      lambda i: str(path), True)
+    array, member = read_array(path, key, budgets, spec)
+    as_nhwc(declared(array.shape, array.dtype), spec)  # the declared shape and dtype, checked without reading
+    if not is_batch(declared(array.shape, array.dtype), spec):
         return Source(path, 1, lambda: iter([np.asarray(array[...])]), lambda i: f"{path}{member}")
-    step = max(int(batch_size), 1)  # slices: a memory-mapped or Zarr array is read one batch at a time
     count = int(array.shape[0])
+    check_rows(f"input {str(path)!r}", count, budgets)
+    if is_zarr(path):
+        step = row_step(array, max(int(batch_size), 1))
+        return Source(path, count, lambda: read_rows(array, path, step), lambda i: f"{path}{member}[{i}]")
+    step = max(int(batch_size), 1)  # slices: a memory-mapped array is read one batch at a time
     return Source(path, count, lambda: (np.asarray(array[i:i + step]) for i in range(0, count, step)),
                   lambda i: f"{path}{member}[{i}]")
 
 
-def read_array(path: Path, key: str | None = None):
+def read_array(path: Path, key: str | None = None, budgets: Budgets = DEFAULT_BUDGETS, spec: InputSpec | None = None):
     """The image array of an input and its member suffix for row names (":key" or "").
 
-    .npy files are memory-mapped, Zarr arrays opened lazily, .npz arrays read whole. In an .npz or a
-    Zarr group the array is `key`, else "x_test" if present, else the only array.
+    .npy files are memory-mapped, Zarr arrays opened lazily, .npz arrays read whole (after their
+    declared size is checked against `max_member_bytes`). In an .npz or a Zarr group the array is
+    `key`, else "x_test" if present, else the only array. With `spec`, an .npz member's declared shape
+    and dtype are checked against it before it is inflated.
 
     Raises:
-        DataError: unreadable file, pickled objects, or a missing or ambiguous key.
+        DataError: unreadable file, pickled objects, a missing or ambiguous key, a member over its budget.
     """
     if is_zarr(path):
-        return _read_zarr(path, key)
+        return open_zarr(path, key, budgets, _pick_key)
     try:
         if path.suffix.lower() == ".npy":
             return np.load(path, mmap_mode="r", allow_pickle=False), ""
         with np.load(path, allow_pickle=False) as archive:
             name = _pick_key(path, list(archive.files), key)
+            _check_member(path, archive, name, spec, budgets)
             return archive[name], f":{name}"
+    except InputError:  # a declared shape or dtype the model cannot take: said as such
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         if "pickle" in reason or "object" in reason.lower():  # numpy's advice to allow pickles is not ours
@@ -113,21 +132,19 @@ def read_array(path: Path, key: str | None = None):
         raise DataError(f"cannot read array file {str(path)!r}: {reason}") from None
 
 
-def _read_zarr(path: Path, key: str | None):
-    try:
-        import zarr
-    except ImportError:
-        raise DataError(f"reading Zarr input {str(path)!r} needs zarr: pip install 'featuremaps[store]'") from None
-    try:
-        node = zarr.open(store=str(path), mode="r")
-        if isinstance(node, zarr.Group):
-            name = _pick_key(path, sorted(n for n, _ in node.arrays()), key)
-            return node[name], f":{name}"
-        if key is not None:
-            raise DataError(f"{str(path)!r} is a single Zarr array; `key` {key!r} applies to groups and .npz files")
-        return node, ""
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"cannot read Zarr input {str(path)!r}: {' '.join(str(exc).split())}") from None
+def _check_member(path: Path, archive, name: str, spec: InputSpec | None, budgets: Budgets) -> None:
+    """An .npz member's declared size (zip entry), shape and dtype (.npy header), checked before it is inflated."""
+    info = archive.zip.getinfo(f"{name}.npy")
+    if info.file_size > budgets.max_member_bytes:
+        raise DataError(over(f"{str(path)!r} member {name!r}", info.file_size, "max_member_bytes",
+                             budgets.max_member_bytes, "bytes"))
+    if spec is None:
+        return
+    with archive.zip.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)(member)
+    as_nhwc(declared(shape, dtype), spec)  # InputError naming the declared shape, nothing inflated yet
 
 
 def _pick_key(path: Path, keys: list[str], key: str | None) -> str:
@@ -160,8 +177,7 @@ def batches(sources: Iterable[Source], spec: InputSpec, batch_size: int) -> Iter
     Raises:
         InputError: an image of the wrong shape or dtype (values are checked when the model runs).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be an integer of at least 1; got {batch_size!r}")
+    check_batch_size(batch_size)
     pending: list[np.ndarray] = []
     names: list[str] = []
     start = count = 0
@@ -179,6 +195,12 @@ def batches(sources: Iterable[Source], spec: InputSpec, batch_size: int) -> Iter
                     start, pending, names, count = start + count, [], [], 0
     if count:
         yield Batch(start, _join(pending, spec), names)
+
+
+def check_batch_size(batch_size) -> None:
+    """Raises InputError unless batch_size is an integer of at least 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be an integer of at least 1; got {batch_size!r}")
 
 
 def _join(parts: list[np.ndarray], spec: InputSpec) -> np.ndarray:

@@ -7,10 +7,12 @@ The folder (read by viz's gallery; schema "featuremaps.stats/1"):
     stats.json       model, artifacts_sha256 (of manifest.json), images, k, threshold, input {shape, dtype},
                      outputs {name: {layer, shape [H,W,C], channels [{index, mean, std, max, min,
                      zero_fraction, dead, nearly_dead}], histogram {edges [bins+1], counts [C][bins]},
-                     topk "topk/<name>.npz"}}, sources "sources.txt" or null
+                     topk "topk/<name>.npz"}}, sources "sources.json" or null
     topk/<name>.npz  index [C,k] int64 (-1: fewer than k images), value [C,k] float32 (spatial max, descending;
                      ties: lower row first), maps [C,k,H,W] float32, images [C,k,Hin,Win,Cin] (pixels as given)
-    sources.txt      one input name per row (a file name, or "file.npz:key[i]")
+    sources.json     a JSON list, one input name per row (a file name, or "file.npz:key[i]"); any file name
+                     survives (older folders have sources.txt, one name per line: still read)
+Readers validate it all as untrusted input: runtime.artifacts.stats_folder.
 "dead": never above threshold anywhere; "nearly_dead": above it on fewer than 1% of images.
 
 Every partial holds O(channels x (bins + k x map size)) numbers, whatever the number of images,
@@ -31,11 +33,11 @@ from runtime.artifacts.atomic import atomic_dir
 from runtime.artifacts.hashing import MANIFEST, sha256_file
 from runtime.artifacts.manifest import Manifest
 from runtime.artifacts.paths import safe_name
+from runtime.artifacts.stats_folder import SCHEMA, SOURCES_JSON, STATS_JSON
 from runtime.errors import DataError, InputError, TargetChanged
 from runtime.jobs.histogram import Histogram
 from runtime.preprocess import as_nhwc, to_batch
 
-SCHEMA = "featuremaps.stats/1"
 NEARLY_DEAD = 0.01  # active on fewer than 1% of images
 WIDE = 1024  # values per row of OutputStats' wide view (see _add_block)
 BLOCK = 1 << 18  # values per block of OutputStats.update: 1 MB of float32, about the L2 cache of one core
@@ -224,7 +226,7 @@ class Stats:
                                "histogram": {"edges": s.histogram.edges.tolist(),
                                              "counts": s.histogram.counts.tolist()},
                                "topk": f"topk/{name}.npz"} for name, s in self.outputs.items()},
-            "sources": "sources.txt" if self._has_all_sources() else None,
+            "sources": SOURCES_JSON if self._has_all_sources() else None,
         }
 
     def _has_all_sources(self) -> bool:
@@ -239,7 +241,7 @@ class Stats:
         folder = check_out(folder)
 
         def still_stats(old: Path) -> None:  # checked again once moved aside: only a stats folder is replaced
-            if not (old / "stats.json").is_file():
+            if old.is_symlink() or not (old / STATS_JSON).is_file():
                 raise DataError(f"{str(folder)!r} is no longer a stats folder (another program replaced it while "
                                 "the stats were written); left it as it is")
 
@@ -251,9 +253,8 @@ class Stats:
                              images=s.top_images if s.top_images is not None
                              else np.zeros((*s.top_value.shape, *self.manifest.input.image_shape), np.uint8))
                 if self._has_all_sources():
-                    (tmp / "sources.txt").write_text("".join(self.sources[i].replace("\n", " ") + "\n"
-                                                             for i in sorted(self.sources)))
-                (tmp / "stats.json").write_text(json.dumps(self.to_json(), indent=1))
+                    (tmp / SOURCES_JSON).write_text(json.dumps([self.sources[i] for i in sorted(self.sources)]))
+                (tmp / STATS_JSON).write_text(json.dumps(self.to_json(), indent=1))
         except OSError as exc:
             raise DataError(f"cannot write {str(folder)!r}: {exc.strerror or exc}") from None
         except TargetChanged as exc:
@@ -268,7 +269,7 @@ def check_out(folder: str | os.PathLike) -> Path:
         DataError: folder exists and is not a stats folder, or its parent folder does not exist.
     """
     folder = Path(folder)
-    if folder.exists() and not (folder.is_dir() and not folder.is_symlink() and (folder / "stats.json").is_file()):
+    if folder.exists() and not (folder.is_dir() and not folder.is_symlink() and (folder / STATS_JSON).is_file()):
         raise DataError(f"`out` {str(folder)!r} exists and is not a stats folder; refusing to replace it")
     if not folder.parent.is_dir():
         raise DataError(f"`out` {str(folder)!r}: folder {str(folder.parent)!r} does not exist")
@@ -301,7 +302,7 @@ def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, out
             memory-mapped array is read one batch at a time), or an iterable of runtime.jobs.sources.Batch.
         k, bins, threshold: top-k size, histogram bins (a power of two), the "dead" threshold.
         outputs: feature-map outputs to cover (default: all of them).
-        sources: one name per row of an array input (e.g. file names), written to sources.txt.
+        sources: one name per row of an array input (e.g. file names), written to sources.json.
         start: the row number of an array's first image (for partials over parts of a data set).
         progress: show a progress bar on stderr (when it is a terminal).
 

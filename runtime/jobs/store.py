@@ -180,8 +180,11 @@ class NpzWriter(_Writer):
         Returns:
             output name -> array shape.
         """
-        for f in self.files.values():
-            f.close()
+        try:  # the last buffered bytes are written here: a full disk may show only now
+            for f in self.files.values():
+                f.close()
+        except OSError as exc:
+            raise cannot_write(self.path, exc) from None
         self._check_complete()
         extra = {} if sources is None else {SOURCES: np.array(sources, dtype=str)}
         if SOURCES in extra and SOURCES in self.files:
@@ -203,7 +206,10 @@ class NpzWriter(_Writer):
 
     def close(self) -> None:
         for f in self.files.values():
-            f.close()
+            try:
+                f.close()
+            except OSError:  # the buffered tail of a failed write (a full disk): the folder goes anyway
+                pass
         super().close()
 
 

@@ -7,12 +7,12 @@ out/NAME and renamed into place: other models in out are never touched.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.artifacts.atomic import atomic_dir
-from runtime.artifacts.manifest import ONNX_FILE, Manifest, read_manifest, verify_files_against
+from runtime.artifacts.hashing import copy_verified
+from runtime.artifacts.manifest import ONNX_FILE, Manifest, listed_files, read_manifest
 from runtime.artifacts.paths import confine
 from runtime.errors import DataError, TargetChanged, UsageError
 from runtime.serve.server import model_name
@@ -77,11 +77,15 @@ def write_repository(artifacts: str | os.PathLike, out: str | os.PathLike,
     artifacts, out = Path(artifacts), Path(out)
     manifest = read_manifest(artifacts, verify_files=False)
     name = model_name(manifest, options.name)
-    verify_files_against(manifest, artifacts, only=[ONNX_FILE])
+    onnx_files = listed_files(manifest, artifacts, only=[ONNX_FILE])  # model.onnx and its external data
     text = config_text(manifest, name, options)
     if out.exists() and not out.is_dir():
         raise UsageError(f"`out` {str(out)!r} exists and is not a folder; expected a model repository folder")
-    out.mkdir(parents=True, exist_ok=True)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the model repository {str(out)!r}: {exc.strerror or exc}") from None
     target = confine(out, name, "model name")
     if target.exists() or target.is_symlink():
         if not options.force:
@@ -89,6 +93,20 @@ def write_repository(artifacts: str | os.PathLike, out: str | os.PathLike,
         if target.is_symlink() or not (target / CONFIG).is_file():
             raise UsageError(f"{str(target)!r} holds no {CONFIG}: not a Triton model, not replaced")
 
+    try:
+        _write_model(target, artifacts, manifest, onnx_files, text, options)
+    except BaseException:
+        if created:  # a repository folder made for this model alone goes with it (os.rmdir: only if still empty)
+            try:
+                os.rmdir(out)
+            except OSError:
+                pass
+        raise
+    return target
+
+
+def _write_model(target: Path, artifacts: Path, manifest: Manifest, onnx_files: list[str], text: str,
+                 options: TritonOptions) -> None:
     def still_a_model(old: Path) -> None:  # checked again once moved aside: only a Triton model is replaced
         if not (old / CONFIG).is_file():
             raise UsageError(f"{str(target)!r} holds no {CONFIG} any more (another program replaced it meanwhile): "
@@ -97,11 +115,12 @@ def write_repository(artifacts: str | os.PathLike, out: str | os.PathLike,
     try:
         with atomic_dir(target, replaceable=still_a_model if options.force else None) as tmp:
             (tmp / VERSION).mkdir()
-            shutil.copyfile(artifacts / ONNX_FILE, tmp / VERSION / ONNX_FILE)
+            for rel in onnx_files:  # one descriptor per file (O_NOFOLLOW), the bytes copied hashed: no swap between
+                copy_verified(artifacts, rel, manifest.files[rel], tmp / VERSION / rel)  # check and copy
             (tmp / CONFIG).write_text(text)
     except OSError as exc:
-        raise DataError(f"cannot write the model repository in {str(out)!r}: {exc}") from None
+        raise DataError(f"cannot write the model repository in {str(target.parent)!r}: "
+                        f"{exc.strerror or exc}") from None
     except TargetChanged as exc:
         raise UsageError(str(exc) + ("; pass `force=True` to replace it"
                                      if exc.appeared and not options.force else "")) from None
-    return target

@@ -117,7 +117,7 @@ def test_a_failed_build_leaves_the_previous_site_and_no_temporary_folder(stats_f
     broken = tmp_path / "broken"
     shutil.copytree(stats_folder, broken)
     (broken / "topk" / "conv2d_1.npz").write_bytes(b"not an npz")
-    with pytest.raises(DataError, match="conv2d_1.npz"):
+    with pytest.raises(ArtifactError, match="conv2d_1.npz"):
         gallery.write_gallery(broken, site, force=True)
     assert "Microscope" in (site / "index.html").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "site"]

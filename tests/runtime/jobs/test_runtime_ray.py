@@ -72,8 +72,8 @@ def test_run_and_stats_on_ray_equal_the_local_path(local_ray, capfd, tmp_path, d
                 np.load(tmp_path / "local_stats" / "topk" / f"{name}.npz") as g:
             for key in ("index", "value", "maps", "images"):
                 np.testing.assert_array_equal(f[key], g[key])
-    assert ((tmp_path / "ray_stats" / "sources.txt").read_text()
-            == (tmp_path / "local_stats" / "sources.txt").read_text())
+    assert ((tmp_path / "ray_stats" / "sources.json").read_text()
+            == (tmp_path / "local_stats" / "sources.json").read_text())
 
 
 def test_verbose_lets_ray_log_and_is_off_by_default():

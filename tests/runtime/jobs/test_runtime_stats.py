@@ -152,7 +152,7 @@ def test_stats_cli_writes_the_contract_folder(capsys, tmp_path, digits, referenc
     doc = json.loads((out / "stats.json").read_text())
     assert doc["schema"] == "featuremaps.stats/1" and doc["model"] == "mnist_cnn" and doc["images"] == 12
     assert (doc["k"], doc["threshold"], doc["input"]) == (3, 0.0, {"shape": [28, 28, 1], "dtype": "uint8"})
-    assert list(doc["outputs"]) == ["conv2d", "conv2d_1"] and doc["sources"] == "sources.txt"
+    assert list(doc["outputs"]) == ["conv2d", "conv2d_1"] and doc["sources"] == "sources.json"
     conv = doc["outputs"]["conv2d_1"]
     assert conv["layer"] == "conv2d_1" and conv["shape"] == [11, 11, 64] and len(conv["channels"]) == 64
     assert len(conv["histogram"]["edges"]) == 33 and np.shape(conv["histogram"]["counts"]) == (64, 32)
@@ -161,7 +161,7 @@ def test_stats_cli_writes_the_contract_folder(capsys, tmp_path, digits, referenc
             "index": ((64, 3), "int64"), "value": ((64, 3), "float32"), "maps": ((64, 3, 11, 11), "float32"),
             "images": ((64, 3, 28, 28, 1), "uint8")}
         winner = f["index"][0, 0]
-    names = (out / "sources.txt").read_text().splitlines()
+    names = json.loads((out / "sources.json").read_text())
     assert names == [str(folder / f"d{i:02d}.png") for i in range(12)] and 0 <= winner < 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pngs", "stats"]  # no temporaries left
 

@@ -5,7 +5,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from runtime.artifacts.manifest import INPUT_NAME, LAYOUTS, InputSpec, OutputSpec, Preprocessing
+from runtime.artifacts.manifest import INPUT_DTYPES, INPUT_NAME, LAYOUTS, InputSpec, OutputSpec, Preprocessing
 from runtime.errors import ExportError
 
 from .model_io import load_keras_model
@@ -17,16 +17,55 @@ VALID_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
 def conv_classes():
+    """Every Keras convolution: 1-D, 2-D and 3-D, plain, transposed, depthwise and separable."""
     from keras import layers
 
-    return (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Conv2DTranspose)
+    return (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.Conv1DTranspose, layers.Conv2DTranspose,
+            layers.Conv3DTranspose, layers.DepthwiseConv1D, layers.DepthwiseConv2D, layers.SeparableConv1D,
+            layers.SeparableConv2D)
 
 
-def input_spec(model, preprocessing: Preprocessing) -> InputSpec:
-    """The model's image input as the artifact contract names it.
+def is_conv(layer) -> bool:
+    """A convolution, or a TimeDistributed wrapper around one (its output is the convolution's, per time step)."""
+    while type(layer).__name__ == "TimeDistributed":
+        layer = layer.layer
+    return isinstance(layer, conv_classes())
+
+
+def conv_layout(layer, rank: int) -> str | None:
+    """The layout of a convolution's output: NWC, NHWC, NDHWC by the conv's rank, 'T' after N per TimeDistributed."""
+    time = ""
+    while type(layer).__name__ == "TimeDistributed":
+        time, layer = time + "T", layer.layer
+    if not isinstance(layer, conv_classes()):
+        return None
+    spatial = {1: "W", 2: "HW", 3: "DHW"}.get(getattr(layer, "rank", 0))
+    layout = f"N{time}{spatial}C" if spatial else None
+    return layout if layout and len(layout) == rank else None
+
+
+def layer_class(layer) -> str:
+    """The class name, with the wrapped layer's for wrappers: 'TimeDistributed(Conv2D)'."""
+    inner = getattr(layer, "layer", None) if type(layer).__name__ == "TimeDistributed" else None
+    return f"{type(layer).__name__}({layer_class(inner)})" if inner is not None else type(layer).__name__
+
+
+def input_layout(rank: int, nodes: list | None = None) -> str:
+    """The input's layout: that of the first convolution of the input's rank (NTHWC before a TimeDistributed
+    Conv2D, NDHWC before a Conv3D), else by rank (NWC, NHWC, NDHWC)."""
+    for node in nodes or ():
+        layout = conv_layout(node.layer, rank)
+        if layout:
+            return layout
+    return LAYOUTS.get(rank, f"rank{rank}")
+
+
+def input_spec(model, preprocessing: Preprocessing, nodes: list | None = None) -> InputSpec:
+    """The model's input as the artifact contract names it: [batch, ...] of any rank from 3 (NWC) to 6.
 
     Raises:
-        ExportError: not exactly one float input shaped [batch, H, W, C] with static H, W, C.
+        ExportError: not exactly one input, a rank outside 3..6, a free dimension, or a dtype that is
+            neither float nor integer.
     """
     try:
         inputs = model.inputs
@@ -36,15 +75,20 @@ def input_spec(model, preprocessing: Preprocessing) -> InputSpec:
         raise ExportError(f"model {model.name!r} has no defined input (a Sequential model never built or "
                           "called?); build it on a keras.Input before saving it")
     if len(inputs) != 1:
-        raise ExportError(f"model has {len(inputs)} inputs; expected exactly one image input [batch, H, W, C]")
-    shape = tuple(inputs[0].shape)
+        raise ExportError(f"model has {len(inputs)} inputs; this version exports models with one input: wrap "
+                          "the model in one whose single input is split into the others, or export each branch")
+    shape, dtype = tuple(inputs[0].shape), str(inputs[0].dtype)
     dims = shape[1:]
-    if len(shape) != 4 or any(d is None for d in dims) or "float" not in str(inputs[0].dtype):
-        raise ExportError(
-            f"model input must be a float image tensor [batch, H, W, C] with static H, W, C; "
-            f"got shape {list(shape)} dtype {inputs[0].dtype}"
-        )
-    return InputSpec(INPUT_NAME, "float32", (None, *dims), "NHWC", preprocessing)
+    if not 3 <= len(shape) <= 6:
+        raise ExportError(f"model input has shape {list(shape)}; expected [batch, W, C] (1-D), [batch, H, W, C] "
+                          "(2-D), [batch, D, H, W, C] (3-D or frames) or one time axis more")
+    if any(d is None for d in dims):
+        raise ExportError(f"model input has free dimensions {list(shape)}; exported inputs have a fixed size: "
+                          "rebuild the model on a keras.Input of the size to export, load the weights and save it")
+    if dtype not in INPUT_DTYPES:
+        raise ExportError(f"model input has dtype {dtype}; expected one of {list(INPUT_DTYPES)}")
+    layout = input_layout(len(shape), nodes)
+    return InputSpec(INPUT_NAME, dtype, (None, *dims), layout, preprocessing)
 
 
 def check_channels_last(nodes: list) -> None:
@@ -101,7 +145,8 @@ def trace(model) -> Traced:
         nodes[path] = node  # re-inserted: a sub-model's own output comes after its layers
         node.tensors.append(out)
 
-    inp = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in model.inputs]
+    inp = inputs[0] if len(inputs) == 1 else inputs
     outputs = run_layers(model, inp, record)
     return Traced(model, inp, _as_list(outputs), nodes)
 
@@ -159,7 +204,8 @@ def _is_model(layer) -> bool:
 
 
 def select_layers(nodes: list[Node], names: list[str] | None = None) -> list[Node]:
-    """The layers to expose: the named ones, or by default every convolution at any depth, in execution order.
+    """The layers to expose: the named ones, or by default every convolution (is_conv) at any depth, in execution
+    order.
 
     A name is a path ('base/conv'), an output name ('base.conv') or a layer name found at exactly one depth.
 
@@ -167,9 +213,9 @@ def select_layers(nodes: list[Node], names: list[str] | None = None) -> list[Nod
         ExportError: an unknown or ambiguous name, or no convolution and no names given.
     """
     if names is None:
-        chosen = [n for n in nodes if isinstance(n.layer, conv_classes())]
+        chosen = [n for n in nodes if is_conv(n.layer)]
         if not chosen:
-            raise ExportError(f"the model has no Conv2D, DepthwiseConv2D, SeparableConv2D or Conv2DTranspose layer "
+            raise ExportError(f"the model has no convolution (Conv1D/2D/3D, transposed, depthwise or separable) "
                               f"to expose; pass `layers` with any of: {_paths(nodes)}")
         return chosen
     if not names:
@@ -215,11 +261,14 @@ def layer_tree(traced: Traced) -> str:
 def list_layers(model_path: str | os.PathLike, allow_unsafe: bool = False) -> str:
     """The layer tree (layer_tree) of a trained Keras model file, for choosing the layers to expose.
 
+    Any model Keras loads is listed, also those the export refuses (several or free-size inputs).
+
     Raises:
-        ExportError: an unreadable model file, or a model without one image input.
+        ExportError: an unreadable model file, or a model without a defined input.
     """
     model = load_keras_model(model_path, allow_unsafe)
-    input_spec(model, Preprocessing())  # a model without one image input gets its one-line error
+    if not getattr(model, "inputs", None):
+        input_spec(model, Preprocessing())  # its one-line error: no defined input
     return layer_tree(trace(model))
 
 
@@ -274,6 +323,6 @@ def _add(outputs: dict, specs: list, node: Node, tensor, role: str) -> None:
     if getattr(layer, "data_format", "channels_last") == "channels_first" and len(shape) == 4:
         layout = "NCHW"
     else:
-        layout = LAYOUTS.get(len(shape), f"rank{len(shape)}")
+        layout = conv_layout(layer, len(shape)) or LAYOUTS.get(len(shape), f"rank{len(shape)}")
     outputs[name] = tensor
-    specs.append(OutputSpec(name, node.path, type(layer).__name__, (None, *shape[1:]), layout, role))
+    specs.append(OutputSpec(name, node.path, layer_class(layer), (None, *shape[1:]), layout, role))

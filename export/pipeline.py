@@ -68,10 +68,11 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
     started = time.perf_counter()
     with progress.stage("load"):
         model = load_keras_model(model_path, options.allow_unsafe)
-        spec = input_spec(model, Preprocessing())
+        input_spec(model, Preprocessing())  # one input of a rank and dtype the artifacts take, before tracing
         traced = trace(model)
         check_channels_last(traced.layers)
-        spec = replace(spec, preprocessing=choose_preprocessing(traced.layers, options.preprocessing))
+        spec = input_spec(model, Preprocessing(), traced.layers)
+        spec = replace(spec, preprocessing=choose_preprocessing(traced.layers, options.preprocessing, spec))
         fmodel, outputs = feature_model(traced, select_layers(traced.layers, options.layers))
         labels = _labels(outputs, options.labels)
         source_sha = sha256_file(Path(model_path))

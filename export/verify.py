@@ -31,25 +31,45 @@ SEED = 0
 
 
 def verification_images(spec: InputSpec, data: str | None = None, labelled: bool = False):
-    """Real images for the model's input shape: (uint8 [N,H,W,C], labels or None, description).
+    """Real samples for the model's input shape: (raw [N, *sample], labels or None, description).
 
     MNIST-shaped models get the MNIST test set (the shipped digits when it is absent); other
-    shapes get the shipped digits resized and repeated over channels, plus seeded noise images,
-    so that every layer sees both natural strokes and dense texture. The MNIST labels are
+    image shapes get the shipped digits resized and repeated over channels (over depth or time
+    too, shifted a pixel per frame), plus seeded noise, so that every layer sees both natural
+    strokes and dense texture. 1-D inputs get seeded sines and chirps plus noise. Inputs that are
+    not pictures get floats, integer inputs integers of their dtype. The MNIST labels are
     returned only when they apply: the user gave the data (--data), or labelled says the model
     is the reference MNIST CNN; any other 28x28x1 model may have learnt something else.
     """
-    if spec.image_shape == MNIST_SHAPE:
+    if spec.image_shape == MNIST_SHAPE and spec.preprocessing.raw_dtype == "uint8":
         x, y, source = mnist_test_set(data)
         return x[..., None], (y if data is not None or labelled else None), source
-    x, _ = shipped_digits()  # the full set would only be thrown away here
-    h, w, c = spec.image_shape
-    rows = np.arange(h) * x.shape[1] // h
-    cols = np.arange(w) * x.shape[2] // w
-    digits = np.repeat(x[:, rows][:, :, cols][..., None], c, axis=-1)
-    noise = np.random.default_rng(SEED).integers(0, 256, size=(16, h, w, c), dtype=np.uint8)
-    source = f"{len(digits)} shipped digits resized to {h}x{w}x{c} + 16 noise images"
-    return np.concatenate([digits, noise]), None, source
+    rng = np.random.default_rng(SEED)
+    sample = spec.image_shape
+    if spec.layout.endswith("HWC"):
+        x, _ = shipped_digits()  # the full set would only be thrown away here
+        h, w, c = sample[-3:]
+        frames = sample[:-3]
+        rows, cols = np.arange(h) * x.shape[1] // h, np.arange(w) * x.shape[2] // w
+        digits = x[:, rows][:, :, cols]
+        steps = np.arange(prod(frames)).reshape(frames) if frames else np.zeros(())
+        # one frame per depth/time step, the digit moved one pixel right per step
+        clips = np.stack([np.roll(digits, int(k), axis=2) for k in steps.ravel()], axis=1)
+        clips = clips.reshape(len(digits), *frames, h, w)
+        real = np.repeat(clips[..., None], c, axis=-1).astype(np.float32) / 255
+        source = f"{len(digits)} shipped digits resized to {'x'.join(map(str, sample))}"
+    else:
+        t = np.linspace(0, 1, sample[-2], dtype=np.float32)[:, None]
+        freq = rng.uniform(1, sample[-2] / 8, size=(32, 1, sample[-1])).astype(np.float32)
+        waves = np.sin(2 * np.pi * (freq * t + freq * t * t * (np.arange(32) % 2)[:, None, None]))
+        real = np.broadcast_to((waves + 1) / 2, (32, *sample)).astype(np.float32)
+        source = f"32 seeded sines and chirps of {'x'.join(map(str, sample))}"
+    samples = np.concatenate([real, rng.uniform(size=(16, *sample)).astype(np.float32)])
+    source += " + 16 noise samples"
+    if spec.preprocessing.raw_dtype == "float32":  # values as given: centred, within +-1
+        return samples * 2 - 1, None, source
+    dtype = np.dtype(spec.preprocessing.raw_dtype)  # uint8 pixels, or the integers a model declares
+    return np.rint(samples * min(255, np.iinfo(dtype).max)).astype(dtype), None, source
 
 
 def batch_size(manifest: Manifest, budget: int | None = None) -> int:
@@ -139,7 +159,9 @@ def noise_floors(keras_outputs, images: np.ndarray, spec: InputSpec, step: int,
         for start in range(0, len(images), step):
             batch = to_batch(images[start:start + step], spec)
             reference = keras_outputs(batch)
-            compare_outputs(keras_outputs(np.nextafter(batch, np.float32(np.inf))), reference, diffs)
+            # integer inputs: one step up (where not at the top), the integer ulp
+            moved = np.nextafter(batch, np.float32(np.inf)) if batch.dtype.kind == "f" else batch + (batch < 255)
+            compare_outputs(keras_outputs(moved.astype(batch.dtype)), reference, diffs)
             del reference
             bar.update(len(batch))
     return {name: d.max_abs for name, d in diffs.items()}
@@ -163,7 +185,7 @@ def keras_reference(feature_model, spec: InputSpec, batches: int):
             return feature_model(batch, training=False)
 
     if batches >= TRACED_FROM_BATCHES:
-        outputs = tf.function(outputs, input_signature=[tf.TensorSpec((None, *spec.image_shape), tf.float32)])
+        outputs = tf.function(outputs, input_signature=[tf.TensorSpec((None, *spec.image_shape), spec.dtype)])
     return lambda batch: {name: np.asarray(value) for name, value in outputs(batch).items()}
 
 

@@ -138,9 +138,9 @@ def _first(problems: list[str], shown: int = 4) -> str:
 def _write_preview(fmodel, spec: InputSpec, outputs, image, truth, folder: Path) -> dict:
     """Grid PNG of the first feature map for test image 0, so a person sees the export at once."""
     from viz import save_grid
-    from viz.tiling import SPATIAL_LAYOUTS
+    from viz.tiling import DRAWABLE_LAYOUTS
 
-    first = next((o for o in outputs if o.role == "feature_map" and o.layout in SPATIAL_LAYOUTS), None)
+    first = next((o for o in outputs if o.role == "feature_map" and o.layout in DRAWABLE_LAYOUTS), None)
     if first is None:
         return {}
     maps = np.asarray(fmodel(to_batch(image, spec), training=False)[first.name])

@@ -16,7 +16,7 @@ import numpy as np
 from runtime.artifacts.atomic import atomic_write
 from runtime.errors import InputError
 
-from .tiling import as_hwc, grid_shape, tile
+from .tiling import as_hwc, grid_shape, layout_cols, tile
 
 if TYPE_CHECKING:  # only for annotations: importing matplotlib here would defeat the lazy import
     from matplotlib.figure import Figure
@@ -75,7 +75,7 @@ def grid_figure(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    x = as_hwc(maps, layout)
+    x, cols = as_hwc(maps, layout), layout_cols(np.shape(maps), layout, cols)
     mosaic = tile(x, "HWC", cols=cols, pad=pad, normalize=normalize)
     scale = scale or upscale_factor(mosaic.shape)
     mh, mw = mosaic.shape
@@ -120,7 +120,7 @@ def layer_figure(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    x = as_hwc(maps, layout)
+    x, cols = as_hwc(maps, layout), layout_cols(np.shape(maps), layout, cols)
     mosaic = tile(x, "HWC", cols=cols, pad=pad, normalize=normalize)
     scale = upscale_factor(mosaic.shape)
     mh, mw = mosaic.shape
@@ -218,7 +218,7 @@ def comparison_figure(
     panels, smallest = [], []
     for name, maps in layers.items():
         x = as_hwc(maps, layouts.get(name, "HWC"))
-        mosaic = tile(x, "HWC", cols=cols, normalize=normalize)
+        mosaic = tile(x, "HWC", cols=layout_cols(np.shape(maps), layouts.get(name, "HWC"), cols), normalize=normalize)
         panels.append((f"{name}\n{maps_shape_text(x)}", mosaic if normalize != "none" else to_uint8(mosaic)))
         smallest.append(MIN_MAP_PX * mosaic.shape[1] / min(x.shape[:2]))  # panel px for maps of MIN_MAP_PX
     # Inches. One width for every layer panel; each panel's height follows its aspect ratio.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from importlib import metadata
 from pathlib import Path
 
@@ -50,8 +51,7 @@ class _TooSlow(Exception):
 
 def request_limit(model: Model, max_batch: int) -> int:
     """The largest request body accepted: max_batch images spelled out as JSON."""
-    h, w, c = model.input_spec.image_shape
-    return BODY_SLACK + max_batch * h * w * c * BYTES_PER_VALUE
+    return BODY_SLACK + max_batch * math.prod(model.input_spec.image_shape) * BYTES_PER_VALUE
 
 
 def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float = 0.0,

@@ -1,0 +1,141 @@
+"""Convolutions of every rank: 1-D audio, 3-D video, TimeDistributed frames and a uint8 input, exported,
+run, served, drawn (benchmarks/architectures.py builds them with random weights)."""
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+from serving import Server
+
+import runtime
+import viz
+from benchmarks.architectures import ARCHITECTURES
+from runtime.errors import InputError
+from runtime.jobs.stats import Stats
+from runtime.preprocess import to_batch
+from runtime.serve.triton import config_text
+
+BUILT = {a.name: a for a in ARCHITECTURES}
+EXPECTED = {  # name -> {output: (layer class, shape, layout)}, and the input's layout and dtype
+    "audio_1d": ("NWC", "float32", {
+        "a_probs": ("Dense", (None, 5), "NC"), "a_conv": ("Conv1D", (None, 998, 8), "NWC"),
+        "a_sep": ("SeparableConv1D", (None, 249, 16), "NWC"), "a_dw": ("DepthwiseConv1D", (None, 249, 16), "NWC"),
+        "a_up": ("Conv1DTranspose", (None, 500, 8), "NWC")}),
+    "video_3d": ("NDHWC", "float32", {
+        "v_probs": ("Dense", (None, 4), "NC"), "v_conv": ("Conv3D", (None, 8, 16, 16, 8), "NDHWC"),
+        "v_conv_2": ("Conv3D", (None, 4, 8, 8, 16), "NDHWC"),
+        "v_up": ("Conv3DTranspose", (None, 8, 16, 16, 4), "NDHWC")}),
+    "time_distributed": ("NTHWC", "float32", {
+        "td_probs": ("Dense", (None, 3), "NC"), "td_conv": ("TimeDistributed(Conv2D)", (None, 4, 15, 15, 8), "NTHWC"),
+        "td_sep": ("TimeDistributed(SeparableConv2D)", (None, 4, 15, 15, 8), "NTHWC")}),
+    "uint8_input": ("NHWC", "uint8", {
+        "u_probs": ("Dense", (None, 4), "NC"), "u_conv": ("Conv2D", (None, 30, 30, 8), "NHWC"),
+        "u_dw": ("DepthwiseConv2D", (None, 28, 28, 8), "NHWC")}),
+}
+
+
+@pytest.fixture(scope="session")
+def ranked(tmp_path_factory):
+    """name -> (Keras model file, artifacts folder), exported once for the session (about 15 s for the four)."""
+    from export.pipeline import export_model
+
+    folder = tmp_path_factory.mktemp("ranks")
+    made = {}
+    for name, arch in BUILT.items():
+        path = folder / f"{name}.keras"
+        arch.build().save(path)
+        export_model(path, folder / name)
+        made[name] = (path, folder / name)
+    return made
+
+
+def sample(spec, n: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if spec.dtype == "uint8" or spec.preprocessing.raw_dtype == "uint8":
+        return rng.integers(0, 256, size=(n, *spec.shape[1:]), dtype=np.uint8)
+    return rng.normal(0, 3, size=(n, *spec.shape[1:])).astype(np.float32)  # far outside 0..1: not pixels
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_every_conv_exposed_with_its_layout_and_matches_keras(ranked, name):
+    import keras
+
+    layout, dtype, outputs = EXPECTED[name]
+    path, folder = ranked[name]
+    manifest = runtime.read_manifest(folder)
+    assert manifest.schema_version == 2 and (manifest.input.layout, manifest.input.dtype) == (layout, dtype)
+    assert {o.name: (o.layer_class, o.shape, o.layout) for o in manifest.outputs} == outputs
+    assert manifest.verification["passed"] and manifest.preview  # a heat strip / slices preview too
+    x = sample(manifest.input)
+    model = keras.models.load_model(path)
+    want = np.asarray(model(to_batch(x, manifest.input) if dtype == "float32" else x))
+    for backend in ("onnx", "tf"):
+        with runtime.load(folder, backend=backend) as m:
+            got = m.run(x)
+        assert {k: v.shape[1:] for k, v in got.items()} == {k: v[1][1:] for k, v in outputs.items()}
+        np.testing.assert_allclose(got[next(iter(outputs))], want, atol=1e-5)
+
+
+def test_inputs_as_declared(ranked):
+    with runtime.load(ranked["audio_1d"][1]) as m:
+        assert m.manifest.input.preprocessing.raw_dtype == "float32"  # a signal: no pixel range
+        wave = sample(m.manifest.input, 1)[0, :, 0]
+        assert m.run(wave)["a_conv"].shape == (1, 998, 8)  # [W] of one channel is one sample
+        with pytest.raises(InputError, match="NaN or infinite"):
+            m.run(np.full((4000, 1), np.nan, np.float32))
+    with runtime.load(ranked["uint8_input"][1]) as m:
+        with pytest.raises(InputError, match="takes uint8 values as declared; got float32"):
+            m.run(np.zeros((32, 32, 3), np.float32))
+        with pytest.raises(InputError, match=r"uint8 values \(0..255\); got 0..300"):
+            m.run(np.array([0, 300] * (32 * 32 * 3 // 2), np.int64).reshape(32, 32, 3))
+    with runtime.load(ranked["video_3d"][1]) as m:
+        with pytest.raises(InputError, match=r"\[D,H,W,C\] or \[N,D,H,W,C\] with D,H,W,C = 8,32,32,3"):
+            m.run(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_figures_strips_and_slices(ranked, tmp_path):
+    from PIL import Image
+
+    strip = viz.tile(np.arange(2 * 40, dtype=np.float32).reshape(1, 40, 2), "NWC", pad=0)
+    assert strip.shape == (2 * 5, 40)  # one row per channel, each stretched to W // (4 C) = 5 pixel rows
+    assert np.allclose(strip[0], np.linspace(0, 1, 40)) and np.allclose(strip[5], strip[0])
+    cube = np.zeros((1, 3, 4, 4, 2), np.float32)
+    cube[0, 1, :, :, 1] = 1  # channel 1, depth slice 1
+    mosaic = viz.tile(cube, "NDHWC", pad=0, normalize="none")
+    assert mosaic.shape == (2 * 4, 3 * 4)  # rows: channels, columns: depth slices
+    assert mosaic[4:, 4:8].all() and mosaic.sum() == 16
+    for name in ("audio_1d", "video_3d", "time_distributed"):
+        with runtime.load(ranked[name][1]) as m:
+            written = viz.write_figures(m, sample(m.manifest.input, 1)[0], tmp_path / name)
+        assert [p.name for p in written][-1] == "comparison.png"
+        assert all(Image.open(p).size[0] > 200 for p in written)
+
+
+def test_stats_and_triton_say_what_they_cover(ranked):
+    manifest = runtime.read_manifest(ranked["audio_1d"][1])
+    with pytest.raises(InputError, match=r"2-D feature maps of images.*a_conv \(NWC\), a_sep \(NWC\)"):
+        Stats(manifest)
+    config = config_text(runtime.read_manifest(ranked["uint8_input"][1]), "u8")
+    assert 'name: "image"\n    data_type: TYPE_UINT8\n    dims: [ 32, 32, 3 ]' in config
+    assert 'name: "u_dw"\n    data_type: TYPE_FP32\n    dims: [ 28, 28, 8 ]' in config
+
+
+def test_serve_takes_a_signal(ranked):
+    folder = ranked["audio_1d"][1]
+    x = sample(runtime.read_manifest(folder).input, 2)
+    srv = Server(folder)
+    try:
+        body = {"inputs": [{"name": "image", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+                "outputs": [{"name": "a_up"}]}
+        reply = httpx.post(f"{srv.url}/v2/models/{srv.name}/infer", content=json.dumps(body), timeout=60)
+        wrong = httpx.post(f"{srv.url}/v2/models/{srv.name}/infer", timeout=60, content=json.dumps(
+            {"inputs": [{**body["inputs"][0], "shape": [2, 4000], "data": x.ravel().tolist()}]}))
+    finally:
+        srv.stop()
+    out = reply.json()["outputs"][0]
+    with runtime.load(folder) as m:
+        want = m.run(x, outputs=["a_up"])["a_up"]
+    assert out["shape"] == [2, 500, 8] and np.allclose(np.reshape(out["data"], out["shape"]), want, atol=1e-6)
+    assert wrong.status_code == 400 and "does not match the model's ['N', 4000, 1]" in wrong.text

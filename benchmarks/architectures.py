@@ -63,6 +63,27 @@ def uint8_input():
     return keras.Model(inp, layers.Dense(4, activation="softmax", name="u_probs")(x), name="uint8_input")
 
 
+def unet(size: int | None = None):
+    """Fully convolutional U-Net (two levels, skip connections, Conv2DTranspose up); free H, W when size is None."""
+    import keras
+    from keras import layers
+
+    def block(x, filters, name):
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_1")(x)
+        return layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_2")(x)
+
+    inp = keras.Input((size, size, 3), name="image")
+    e1 = block(inp, 8, "enc1")
+    e2 = block(layers.MaxPooling2D(name="pool1")(e1), 16, "enc2")
+    mid = block(layers.MaxPooling2D(name="pool2")(e2), 32, "mid")
+    d2 = layers.Conv2DTranspose(16, 2, strides=2, name="up2")(mid)
+    d2 = block(layers.Concatenate(name="skip2")([d2, e2]), 16, "dec2")
+    d1 = layers.Conv2DTranspose(8, 2, strides=2, name="up1")(d2)
+    d1 = block(layers.Concatenate(name="skip1")([d1, e1]), 8, "dec1")
+    out = layers.Conv2D(2, 1, activation="softmax", name="mask")(d1)
+    return keras.Model(inp, out, name=f"unet_{size or 'free'}")
+
+
 class Architecture(NamedTuple):
     name: str
     build: Callable
@@ -74,4 +95,6 @@ ARCHITECTURES = (
     Architecture("video_3d", video_3d, "Conv3D, Conv3DTranspose (NDHWC)"),
     Architecture("time_distributed", time_distributed, "TimeDistributed Conv2D and SeparableConv2D (NTHWC)"),
     Architecture("uint8_input", uint8_input, "uint8 model input with Rescaling inside"),
+    Architecture("unet_free", unet, "fully convolutional U-Net, free H and W (None, None, 3)"),
+    Architecture("unet_64", lambda: unet(64), "the same U-Net at a fixed 64x64"),
 )

@@ -48,9 +48,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    "1 when it rescales its own input with Rescaling/Normalization, else 1/255)")
     p.add_argument("--offset", type=float, help="see --scale (default 0)")
     p.add_argument("--labels", type=comma_list, help="comma-separated class labels (default 0..N-1)")
+    p.add_argument("--input-shape", type=_input_shape, metavar="D1,D2,...",
+                   help="fix the input's size, without the batch (e.g. 256,256,3); default: the model's own, whose "
+                        "free dimensions (None) stay free in the artifacts")
     p.add_argument("--list-layers", action="store_true",
                    help="print the model's layers (nested ones indented) with output shapes, and export nothing")
     return p.parse_args(argv)
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes such as 256,256,3; got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes such as 256,256,3; got {text!r}")
+    return shape
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = ExportOptions(
         layers=args.layers, data=args.data, opset=args.opset, force=args.force, allow_unsafe=args.allow_unsafe,
         tolerance=Tolerance(args.atol, args.rtol, args.noise), preprocessing=given, labels=args.labels,
+        input_shape=args.input_shape,
     )
     manifest = export_model(args.model, args.out, options, Progress(sys.stderr))
     print(summary(manifest, args.out, time.perf_counter() - STARTED))
@@ -82,7 +96,9 @@ def summary(manifest: Manifest, out: Path, seconds: float) -> str:
     v = manifest.verification
     lines = [f"exported {manifest.source_model['file']} -> {out}/ in {seconds:.1f} s"]
     pre = manifest.input.preprocessing
-    lines.append(f"  input  {manifest.input.name}: float32 {list(manifest.input.shape)} = uint8 pixels * "
+    inp = manifest.input
+    free = f", free {inp.free_axes} (verified at {v['sizes']})" if inp.free_axes else ""
+    lines.append(f"  input  {inp.name}: {inp.dtype} {list(inp.shape)} {inp.layout}{free} = {pre.raw_dtype} * "
                  f"{pre.scale:.6g} + {pre.offset:g}" + (f" ({as_flags(pre.reason)})" if pre.reason else ""))
     for o in manifest.outputs:
         errors = v["outputs"][o.name]

@@ -60,12 +60,16 @@ def input_layout(rank: int, nodes: list | None = None) -> str:
     return LAYOUTS.get(rank, f"rank{rank}")
 
 
-def input_spec(model, preprocessing: Preprocessing, nodes: list | None = None) -> InputSpec:
+def input_spec(model, preprocessing: Preprocessing, nodes: list | None = None,
+               shape: tuple | None = None) -> InputSpec:
     """The model's input as the artifact contract names it: [batch, ...] of any rank from 3 (NWC) to 6.
 
+    Spatial dimensions the model leaves free (None) stay free: the artifacts take any size there.
+    shape (without the batch) fixes them, and must agree with the model's fixed dimensions.
+
     Raises:
-        ExportError: not exactly one input, a rank outside 3..6, a free dimension, or a dtype that is
-            neither float nor integer.
+        ExportError: not exactly one input, a rank outside 3..6, a free channel count, a shape that
+            disagrees with the model's, or a dtype that is neither float nor integer.
     """
     try:
         inputs = model.inputs
@@ -77,14 +81,20 @@ def input_spec(model, preprocessing: Preprocessing, nodes: list | None = None) -
     if len(inputs) != 1:
         raise ExportError(f"model has {len(inputs)} inputs; this version exports models with one input: wrap "
                           "the model in one whose single input is split into the others, or export each branch")
-    shape, dtype = tuple(inputs[0].shape), str(inputs[0].dtype)
+    shape, dtype, fixed = tuple(inputs[0].shape), str(inputs[0].dtype), shape
     dims = shape[1:]
     if not 3 <= len(shape) <= 6:
         raise ExportError(f"model input has shape {list(shape)}; expected [batch, W, C] (1-D), [batch, H, W, C] "
                           "(2-D), [batch, D, H, W, C] (3-D or frames) or one time axis more")
-    if any(d is None for d in dims):
-        raise ExportError(f"model input has free dimensions {list(shape)}; exported inputs have a fixed size: "
-                          "rebuild the model on a keras.Input of the size to export, load the weights and save it")
+    if dims[-1] is None:
+        raise ExportError(f"model input has shape {list(shape)}, with a free channel count; rebuild the model on "
+                          "a keras.Input with the channel count fixed, load the weights and save it")
+    if fixed is not None:
+        fits = len(fixed) == len(dims) and all(d is None or d == f for d, f in zip(dims, fixed))
+        if not fits or any(type(f) is not int or f < 1 for f in fixed):
+            raise ExportError(f"`input_shape` {list(fixed)} does not fit the model's input {list(shape[1:])}: give "
+                              "every dimension but the batch, positive, equal to the model's where it fixes one")
+        dims = tuple(fixed)
     if dtype not in INPUT_DTYPES:
         raise ExportError(f"model input has dtype {dtype}; expected one of {list(INPUT_DTYPES)}")
     layout = input_layout(len(shape), nodes)
@@ -135,7 +145,8 @@ class Traced:
         return [n for n in self.nodes.values() if not isinstance(n.layer, layers.InputLayer)]
 
 
-def trace(model) -> Traced:
+def trace(model, shape: tuple | None = None) -> Traced:
+    """Trace the model on fresh inputs (of `shape` without the batch, when given: a fixed size for free dims)."""
     import keras
 
     nodes: dict[str, Node] = {}
@@ -145,7 +156,7 @@ def trace(model) -> Traced:
         nodes[path] = node  # re-inserted: a sub-model's own output comes after its layers
         node.tensors.append(out)
 
-    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in model.inputs]
+    inputs = [keras.Input(batch_shape=(None, *shape) if shape else t.shape, dtype=t.dtype) for t in model.inputs]
     inp = inputs[0] if len(inputs) == 1 else inputs
     outputs = run_layers(model, inp, record)
     return Traced(model, inp, _as_list(outputs), nodes)

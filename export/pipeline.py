@@ -34,7 +34,7 @@ from .model_io import load_keras_model
 from .preprocessing import choose_preprocessing
 from .progress import Progress
 from .reference import REFERENCE_MODEL
-from .verify import verification_images, verify
+from .verify import merge_reports, verification_images, verification_shapes, verify
 
 
 @dataclass
@@ -47,6 +47,7 @@ class ExportOptions:
     tolerance: Tolerance = DEFAULT_TOLERANCE
     preprocessing: Preprocessing | None = None  # None: what the model expects (see export.preprocessing)
     labels: list[str] | None = None
+    input_shape: tuple | None = None  # fixes the input's free dimensions (without the batch); None: they stay free
 
 
 def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options: ExportOptions | None = None,
@@ -68,10 +69,11 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
     started = time.perf_counter()
     with progress.stage("load"):
         model = load_keras_model(model_path, options.allow_unsafe)
-        input_spec(model, Preprocessing())  # one input of a rank and dtype the artifacts take, before tracing
-        traced = trace(model)
+        fixed = options.input_shape and tuple(options.input_shape)
+        input_spec(model, Preprocessing(), shape=fixed)  # one input the artifacts take, before tracing
+        traced = trace(model, fixed)
         check_channels_last(traced.layers)
-        spec = input_spec(model, Preprocessing(), traced.layers)
+        spec = input_spec(model, Preprocessing(), traced.layers, fixed)
         spec = replace(spec, preprocessing=choose_preprocessing(traced.layers, options.preprocessing, spec))
         fmodel, outputs = feature_model(traced, select_layers(traced.layers, options.layers))
         labels = _labels(outputs, options.labels)
@@ -83,7 +85,10 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
     try:
         os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would outlive the rename
         with progress.stage("SavedModel"):
-            images, truth, source = verification_images(spec, options.data, labelled=_is_reference(source_sha))
+            shapes = verification_shapes(spec)
+            sets = [verification_images(replace(spec, shape=(None, *s)), options.data, _is_reference(source_sha))
+                    for s in shapes]
+            images, truth, source = sets[0]
             preview = _write_preview(fmodel, spec, outputs, images[0], truth, tmp)
             serve = serving_function(fmodel, spec)
             write_saved_model(fmodel, serve, tmp / SAVED_MODEL_DIR)
@@ -106,7 +111,8 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
         )
         manifest.write(tmp)
         with progress.stage("verification"):
-            manifest.verification = verify(fmodel, tmp, manifest, images, truth, source, options.tolerance, progress)
+            manifest.verification = merge_reports([verify(fmodel, tmp, manifest, *s, options.tolerance, progress)
+                                                   for s in sets], shapes)
         manifest.verification["seconds"] = round(time.perf_counter() - started, 2)
         if not manifest.verification["passed"]:
             raise ExportError("outputs disagree beyond tolerance, nothing published: "

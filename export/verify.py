@@ -28,6 +28,9 @@ ENGINES_TOGETHER_BELOW = 256 << 20
 # trace that costs about one or two eager passes over 80 small images (NASNetMobile at 64x64: 3 s).
 TRACED_FROM_BATCHES = 8
 SEED = 0
+# Free input dimensions are verified at these sizes, then the first one at 1.5x: multiples of 32, as
+# U-Nets and other encoder-decoders with five halvings need.
+FREE_SIZES = {"H": 64, "W": 64, "D": 8, "T": 4, "1-D": 1024}
 
 
 def verification_images(spec: InputSpec, data: str | None = None, labelled: bool = False):
@@ -72,10 +75,44 @@ def verification_images(spec: InputSpec, data: str | None = None, labelled: bool
     return np.rint(samples * min(255, np.iinfo(dtype).max)).astype(dtype), None, source
 
 
-def batch_size(manifest: Manifest, budget: int | None = None) -> int:
-    """Images per verification batch, so that one engine's outputs for a batch fit in budget bytes."""
+def verification_shapes(spec: InputSpec) -> list[tuple]:
+    """The input shapes (without the batch) to verify at: the input's own, or for free dimensions two sizes,
+    FREE_SIZES of each axis and then the first free axis half as large again (a non-square size)."""
+    sample = spec.image_shape
+    if None not in sample:
+        return [sample]
+    axes = spec.layout[1:]
+    base = tuple(FREE_SIZES["1-D" if "H" not in axes and a == "W" else a] if d is None else d
+                 for a, d in zip(axes, sample))
+    first = sample.index(None)
+    return [base, tuple(d * 3 // 2 if i == first else d for i, d in enumerate(base))]
+
+
+def merge_reports(reports: list[dict], shapes: list[tuple]) -> dict:
+    """One verification report from one per input size: every problem, each output's worst error."""
+    if len(reports) == 1:
+        return reports[0]
+    merged = dict(reports[0])
+    sizes = ["x".join(map(str, s)) for s in shapes]
+    merged.update(
+        sizes=[list(s) for s in shapes], images=sum(r["images"] for r in reports),
+        source="; ".join(f"at {size}: {r['source']}" for size, r in zip(sizes, reports)),
+        passed=all(r["passed"] for r in reports),
+        problems=[f"at {size}: {p}" for size, r in zip(sizes, reports) for p in r["problems"]],
+        outputs={out: {b: max((r["outputs"][out][b] for r in reports), key=lambda e: e["max_abs"])
+                       for b in errors} for out, errors in reports[0]["outputs"].items()},
+    )
+    noisy = sorted({o for r in reports for o in r.get("within_noise_only", [])})
+    merged.pop("within_noise_only", None)
+    merged.update({"within_noise_only": noisy} if noisy else {})
+    return merged
+
+
+def batch_size(manifest: Manifest, budget: int | None = None, per_image: int | None = None) -> int:
+    """Images per verification batch, so that one engine's outputs for a batch fit in budget bytes
+    (per_image: the output bytes of one image, where the manifest's shapes have free dimensions)."""
     budget = BATCH_BYTES if budget is None else budget
-    per_image = sum(4 * prod(o.shape[1:]) for o in manifest.outputs)
+    per_image = per_image or sum(4 * prod(o.shape[1:]) for o in manifest.outputs)
     return max(1, min(MAX_BATCH, budget // per_image))
 
 
@@ -93,7 +130,9 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
     diffs: dict[str, dict[str, Diff]] = {name: {} for name in BACKENDS}
     probs = _probability_output(manifest, labels)
     correct = {name: 0 for name in ("keras", *BACKENDS)}
-    step = batch_size(manifest)
+    free = any(None in o.shape[1:] for o in manifest.outputs)
+    one = feature_model(to_batch(images[:1], manifest.input), training=False) if free else {}
+    step = batch_size(manifest, per_image=sum(4 * prod(v.shape[1:]) for v in one.values()))
     graph_bytes = sum(f["bytes"] for rel, f in manifest.files.items() if belongs_to(rel, ONNX_FILE))
     turns = [list(BACKENDS)] if graph_bytes <= ENGINES_TOGETHER_BELOW else [[name] for name in BACKENDS]
     keras_outputs = keras_reference(feature_model, manifest.input, -(-len(images) // step) * len(turns))

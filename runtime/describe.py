@@ -183,7 +183,7 @@ def backend_lines(only: list[str] | None = None) -> list[str]:
 
 
 def _shape(shape: Iterable) -> str:
-    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+    return "[" + ", ".join(("N" if i == 0 else "any") if d is None else str(d) for i, d in enumerate(shape)) + "]"
 
 
 def _table(rows: list[list[str]]) -> list[str]:

@@ -45,31 +45,37 @@ def as_nhwc(images, spec: InputSpec) -> np.ndarray:
     try:
         x = np.asarray(images)
     except (ValueError, TypeError) as exc:
-        raise InputError(f"images must be an array {_accepted_shapes(spec)}; could not convert: {exc}") from None
+        mixed = " (a batch holds samples of one size: pass other sizes in separate calls)" if None in sample else ""
+        raise InputError(f"images must be an array {_accepted_shapes(spec)}; could not convert: {exc}{mixed}") from None
     if x.dtype == object or x.dtype.kind not in "uif":
         raise InputError(f"images must be uint8 pixels (0..255) or preprocessed floats; got dtype {x.dtype}")
     one = sample[-1] == 1  # one channel: the channel axis may be left out
     if x.ndim == 1 and x.size == 0:
-        x = x.reshape(0, *sample)  # [] or an empty array: an empty batch
+        x = x.reshape(0, *(d or 0 for d in sample))  # [] or an empty array: an empty batch
     elif one and x.ndim == len(sample) - 1:
         x = x[None, ..., None]
-    elif x.ndim == len(sample) and x.shape == sample and not (one and x.shape[1:] == sample[:-1]):
+    elif x.ndim == len(sample) and _fits(x.shape, sample) and not (one and _fits(x.shape[1:], sample[:-1])):
         x = x[None]
     elif one and x.ndim == len(sample):
         x = x[..., None]
-    if x.ndim != len(sample) + 1 or x.shape[1:] != sample:
+    if x.ndim != len(sample) + 1 or not _fits(x.shape[1:], sample):
         raise InputError(f"images must be {_accepted_shapes(spec)}; got shape {list(np.shape(images))}")
     return x
+
+
+def _fits(shape: tuple, sample: tuple) -> bool:
+    """Whether an array shape is a sample's: equal where the sample's size is fixed, any size where free (None)."""
+    return len(shape) == len(sample) and all(d is None or d == n for n, d in zip(shape, sample))
 
 
 def is_batch(x: np.ndarray, spec: InputSpec) -> bool:
     """Whether an array of a shape to_batch accepts is a batch ([N,H,W] or [N,H,W,C]) rather than one image."""
     sample = spec.image_shape
-    return x.ndim == len(sample) + 1 or (sample[-1] == 1 and x.ndim == len(sample) and x.shape[1:] == sample[:-1])
+    return x.ndim == len(sample) + 1 or (sample[-1] == 1 and x.ndim == len(sample) and _fits(x.shape[1:], sample[:-1]))
 
 
 def _accepted_shapes(spec: InputSpec) -> str:
-    sample = spec.image_shape
+    sample = tuple("any" if d is None else d for d in spec.image_shape)
     axes = spec.layout[1:]
     if axes == "HWC":
         h, w, c = sample

@@ -20,7 +20,7 @@ from runtime.artifacts.paths import confine, relative_path, safe_name
 from runtime.errors import ArtifactError
 
 # Version 2: inputs of rank 3-6 (layouts NWC ... NTDHWC), integer input dtypes, raw_dtype "float32" (values taken
-# as given). Version-1 manifests (float32 NHWC images from uint8 pixels) are still read.
+# as given), free dimensions (null: any size). Version-1 manifests (float32 NHWC images from uint8 pixels) are read.
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 ONNX_FILE = "model.onnx"
@@ -69,7 +69,7 @@ class Preprocessing:
 class InputSpec:
     name: str
     dtype: str
-    shape: tuple  # (None, H, W, C), (None, W, C), ...: batch dimension dynamic
+    shape: tuple  # (None, H, W, C), (None, W, C), ...: batch dimension dynamic; None elsewhere: a free size
     layout: str  # one of INPUT_LAYOUTS
     preprocessing: Preprocessing
 
@@ -77,6 +77,11 @@ class InputSpec:
     def image_shape(self) -> tuple[int, ...]:
         """The shape of one sample: (H, W, C) of an image, (W, C) of a signal, (D, H, W, C) of a volume or clip."""
         return tuple(self.shape[1:])
+
+    @property
+    def free_axes(self) -> str:
+        """The axes whose size is free (any size the model accepts), e.g. "HW" for a fully convolutional net."""
+        return "".join(a for a, d in zip(self.layout[1:], self.shape[1:]) if d is None)
 
     @property
     def is_image(self) -> bool:
@@ -268,7 +273,8 @@ def validate(d: Any) -> None:
     dtypes, layouts, raws = (("float32",), ("NHWC",), ("uint8",)) if v1 else (INPUT_DTYPES, INPUT_LAYOUTS, RAW_DTYPES)
     _expect(inp["dtype"] in dtypes, "input.dtype", f"one of {list(dtypes)}", inp["dtype"])
     _expect(inp["layout"] in layouts, "input.layout", f"one of {list(layouts)}", inp["layout"])
-    _shape(inp["shape"], "input.shape", ranks=(len(inp["layout"]),))
+    _shape(inp["shape"], "input.shape", ranks=(len(inp["layout"]),), free=not v1)
+    _expect(v1 or inp["shape"][-1] is not None, "input.shape", "a fixed channel count", inp["shape"])
     pre = _of(inp["preprocessing"], dict, "input.preprocessing", "an object")
     _keys(pre, "input.preprocessing", _PRE_FIELDS, required=set())
     raw = pre.get("raw_dtype", "uint8")
@@ -291,7 +297,7 @@ def validate(d: Any) -> None:
         seen.add(o["name"])
         for key in ("layer", "layer_class"):
             _text(o[key], f"{where}.{key}")
-        _shape(o["shape"], f"{where}.shape", ranks=range(2, 9))
+        _shape(o["shape"], f"{where}.shape", ranks=range(2, 9), free=not v1)
         _expect(isinstance(o["layout"], str) and _LAYOUT.fullmatch(o["layout"]), f"{where}.layout",
                 "1-16 letters or digits", o["layout"])
         _expect(o["role"] in ROLES, f"{where}.role", f"one of {list(ROLES)}", o["role"])
@@ -337,11 +343,12 @@ def _keys(d: dict, where: str, allowed: set, required: set) -> None:
     _expect(not missing, where, f"an object with fields {sorted(allowed)}", f"missing field(s) {missing}")
 
 
-def _shape(shape: Any, where: str, ranks) -> None:
+def _shape(shape: Any, where: str, ranks, free: bool = False) -> None:
     expected = f"[null, d1, ...] of rank {'/'.join(map(str, ranks)) if len(ranks) < 3 else f'{ranks[0]}-{ranks[-1]}'}" \
-               f" with dimensions 1..{MAX_DIM}"
+               f" with dimensions 1..{MAX_DIM}{' or null (free)' if free else ''}"
     _expect(isinstance(shape, list) and len(shape) in ranks and shape[0] is None
-            and all(type(n) is int and 0 < n <= MAX_DIM for n in shape[1:]), where, expected, shape)
+            and all((type(n) is int and 0 < n <= MAX_DIM) or (free and n is None) for n in shape[1:]), where,
+            expected, shape)
 
 
 def _number(value: Any, where: str, nonzero: bool = False) -> None:

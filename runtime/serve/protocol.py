@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.artifacts.manifest import Manifest
+from runtime.artifacts.manifest import MAX_DIM, Manifest
 from runtime.errors import InputError
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -101,9 +101,10 @@ def _tensor(tensor: dict, binary: bytes, manifest: Manifest) -> np.ndarray:
     if datatype not in INPUT_DTYPES:
         raise InputError(f"input datatype {_short(datatype)} is not accepted; expected one of {list(INPUT_DTYPES)}")
     ok = (isinstance(shape, list) and len(shape) == len(sample) + 1 and all(type(d) is int for d in shape)
-          and shape[0] >= 1 and shape[1:] == sample)
+          and shape[0] >= 1 and all(d == s or (s is None and 0 < d <= MAX_DIM) for d, s in zip(shape[1:], sample)))
     if not ok:
-        raise InputError(f"input shape {_short(shape)} does not match the model's {['N', *sample]} with N >= 1")
+        shown = ", ".join(["N", *("any" if s is None else str(s) for s in sample)])
+        raise InputError(f"input shape {_short(shape)} does not match the model's [{shown}] with N >= 1")
     dtype, count = INPUT_DTYPES[datatype], math.prod(shape)
     size = _object(tensor.get("parameters"), "input 'parameters'").get("binary_data_size")
     if size is not None:

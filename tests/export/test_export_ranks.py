@@ -1,8 +1,9 @@
 """Convolutions of every rank: 1-D audio, 3-D video, TimeDistributed frames and a uint8 input, exported,
-run, served, drawn (benchmarks/architectures.py builds them with random weights)."""
+run, served, drawn; and a U-Net of any input size (benchmarks/architectures.py builds them, random weights)."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -12,12 +13,13 @@ from serving import Server
 import runtime
 import viz
 from benchmarks.architectures import ARCHITECTURES
-from runtime.errors import InputError
+from runtime.errors import ExportError, InputError
 from runtime.jobs.stats import Stats
 from runtime.preprocess import to_batch
 from runtime.serve.triton import config_text
 
-BUILT = {a.name: a for a in ARCHITECTURES}
+TESTED = ("audio_1d", "video_3d", "time_distributed", "uint8_input", "unet_free")
+BUILT = {a.name: a for a in ARCHITECTURES if a.name in TESTED}
 EXPECTED = {  # name -> {output: (layer class, shape, layout)}, and the input's layout and dtype
     "audio_1d": ("NWC", "float32", {
         "a_probs": ("Dense", (None, 5), "NC"), "a_conv": ("Conv1D", (None, 998, 8), "NWC"),
@@ -138,4 +140,57 @@ def test_serve_takes_a_signal(ranked):
     with runtime.load(folder) as m:
         want = m.run(x, outputs=["a_up"])["a_up"]
     assert out["shape"] == [2, 500, 8] and np.allclose(np.reshape(out["data"], out["shape"]), want, atol=1e-6)
-    assert wrong.status_code == 400 and "does not match the model's ['N', 4000, 1]" in wrong.text
+    assert wrong.status_code == 400 and "does not match the model's [N, 4000, 1]" in wrong.text
+
+
+def test_free_size_exports_once_and_runs_at_any_size(ranked, tmp_path):
+    import keras
+
+    from export.pipeline import ExportOptions, export_model
+
+    path, folder = ranked["unet_free"]
+    manifest = runtime.read_manifest(folder)
+    assert manifest.input.shape == (None, None, None, 3) and manifest.input.free_axes == "HW"
+    assert manifest.output("mask").shape == (None, None, None, 2)
+    assert manifest.verification["sizes"] == [[64, 64, 3], [96, 64, 3]] and manifest.verification["passed"]
+    model = keras.models.load_model(path)
+    with runtime.load(folder) as m:
+        for h, w in [(32, 32), (48, 80)]:
+            x = np.random.default_rng(h).integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+            got = m.run(x)
+            assert got["enc2_1"].shape == (2, h // 2, w // 2, 16)
+            np.testing.assert_allclose(got["mask"], np.asarray(model(to_batch(x, manifest.input))), atol=1e-5)
+        with pytest.raises(InputError, match="one size"):
+            m.run([np.zeros((32, 32, 3), np.uint8), np.zeros((48, 32, 3), np.uint8)])
+        with pytest.raises(InputError, match=r"one size; got \[32, 32, 3\] and then \[48, 32, 3\]"):
+            list(m.stream([np.zeros((32, 32, 3), np.uint8), np.zeros((48, 32, 3), np.uint8)], batch_size=4))
+    with pytest.raises(InputError, match="statistics need one input size.*along HW"):
+        Stats(manifest)
+    assert "dims: [ -1, -1, 3 ]" in config_text(manifest, "unet")
+    fixed = export_model(path, tmp_path / "fixed", ExportOptions(input_shape=(96, 64, 3)))
+    assert fixed.input.shape == (None, 96, 64, 3) and fixed.output("mask").shape == (None, 96, 64, 2)
+    with pytest.raises(ExportError, match=r"`input_shape` \[96, 64, 4\] does not fit the model's input"):
+        export_model(path, tmp_path / "bad", ExportOptions(input_shape=(96, 64, 4)))
+
+
+def test_serve_groups_requests_by_size(ranked):
+    folder = ranked["unet_free"][1]
+    sizes = [(32, 32), (48, 64), (32, 32), (48, 64)]
+    xs = [np.random.default_rng(i).integers(0, 256, (1, h, w, 3), dtype=np.uint8) for i, (h, w) in enumerate(sizes)]
+    srv = Server(folder, "--max-delay-ms", "50")  # requests that arrive together are batched: by size
+
+    def infer(x):
+        body = {"inputs": [{"name": "image", "shape": list(x.shape), "datatype": "UINT8", "data": x.ravel().tolist()}],
+                "outputs": [{"name": "mask"}]}
+        return httpx.post(f"{srv.url}/v2/models/{srv.name}/infer", content=json.dumps(body), timeout=60).json()
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(infer, xs))
+    finally:
+        srv.stop()
+    with runtime.load(folder) as m:
+        for x, reply in zip(xs, replies):
+            out = reply["outputs"][0]
+            assert out["shape"] == [1, *x.shape[1:3], 2]
+            np.testing.assert_allclose(np.reshape(out["data"], out["shape"]), m.run(x)["mask"], atol=1e-6)

@@ -84,6 +84,45 @@ def unet(size: int | None = None):
     return keras.Model(inp, out, name=f"unet_{size or 'free'}")
 
 
+def custom_layer():
+    """A functional model with a custom layer (benchmarks/custom_layers.py ConvBlock) holding two convolutions."""
+    import keras
+    from keras import layers
+
+    from benchmarks.custom_layers import ConvBlock
+
+    inp = keras.Input((32, 32, 3), name="image")
+    x = layers.Conv2D(4, 3, name="stem")(inp)
+    x = ConvBlock(8, name="block")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inp, layers.Dense(3, activation="softmax", name="probs")(x), name="custom_layer")
+
+
+def subclassed():
+    """A subclassed keras.Model (benchmarks/custom_layers.py SmallNet), built on 32x32 RGB."""
+    import keras
+
+    from benchmarks.custom_layers import SmallNet
+
+    net = SmallNet(name="subclassed")
+    net(keras.ops.zeros((1, 32, 32, 3)))
+    return net
+
+
+def shared_block():
+    """A nested Sequential block called twice (shared weights): every call site is its own output."""
+    import keras
+    from keras import layers
+
+    block = keras.Sequential([layers.Conv2D(8, 3, padding="same", name="bc1"), layers.ReLU(name="bc_relu"),
+                              layers.Conv2D(8, 3, padding="same", name="bc2")], name="block")
+    inp = keras.Input((32, 32, 8), name="image")
+    x = block(block(inp))
+    x = layers.Conv2D(4, 3, name="head")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inp, layers.Dense(3, activation="softmax", name="probs")(x), name="shared_block")
+
+
 class Architecture(NamedTuple):
     name: str
     build: Callable
@@ -97,4 +136,7 @@ ARCHITECTURES = (
     Architecture("uint8_input", uint8_input, "uint8 model input with Rescaling inside"),
     Architecture("unet_free", unet, "fully convolutional U-Net, free H and W (None, None, 3)"),
     Architecture("unet_64", lambda: unet(64), "the same U-Net at a fixed 64x64"),
+    Architecture("custom_layer", custom_layer, "custom layer holding two convs (`--import`)"),
+    Architecture("subclassed", subclassed, "subclassed keras.Model (`--import`)"),
+    Architecture("shared_block", shared_block, "nested Sequential block called twice (shared weights)"),
 )

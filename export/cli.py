@@ -48,6 +48,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    "1 when it rescales its own input with Rescaling/Normalization, else 1/255)")
     p.add_argument("--offset", type=float, help="see --scale (default 0)")
     p.add_argument("--labels", type=comma_list, help="comma-separated class labels (default 0..N-1)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="Python file or module that registers the model's custom layers/models (repeatable); "
+                        "imported before loading, safe mode stays on")
     p.add_argument("--input-shape", type=_input_shape, metavar="D1,D2,...",
                    help="fix the input's size, without the batch (e.g. 256,256,3); default: the model's own, whose "
                         "free dimensions (None) stay free in the artifacts")
@@ -75,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_layers:
         from .graph import list_layers
 
-        print(list_layers(args.model, args.allow_unsafe))
+        print(list_layers(args.model, args.allow_unsafe, args.imports))
         return 0
     given = None
     if args.scale is not None or args.offset is not None:
@@ -84,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = ExportOptions(
         layers=args.layers, data=args.data, opset=args.opset, force=args.force, allow_unsafe=args.allow_unsafe,
         tolerance=Tolerance(args.atol, args.rtol, args.noise), preprocessing=given, labels=args.labels,
-        input_shape=args.input_shape,
+        input_shape=args.input_shape, imports=tuple(args.imports),
     )
     manifest = export_model(args.model, args.out, options, Progress(sys.stderr))
     print(summary(manifest, args.out, time.perf_counter() - STARTED))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from runtime.artifacts.manifest import INPUT_DTYPES, INPUT_NAME, LAYOUTS, InputSpec, OutputSpec, Preprocessing
 from runtime.errors import ExportError
 
+from .follow import run_layers
 from .model_io import load_keras_model
 
 MODEL_OUTPUT = "model_output"
@@ -60,6 +61,23 @@ def input_layout(rank: int, nodes: list | None = None) -> str:
     return LAYOUTS.get(rank, f"rank{rank}")
 
 
+def model_inputs(model) -> list:
+    """The model's inputs (objects with .shape and .dtype): its own, or for a subclassed model the shape it was
+    built with (its build config), float32; [] when neither is known."""
+    import keras
+
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if inputs:
+        return list(inputs)
+    shape = (model.get_build_config() or {}).get("input_shape") if hasattr(model, "get_build_config") else None
+    if isinstance(shape, (list, tuple)) and shape and all(d is None or isinstance(d, int) for d in shape):
+        return [keras.KerasTensor(tuple(shape), dtype=getattr(model, "input_dtype", None) or "float32")]
+    return []
+
+
 def input_spec(model, preprocessing: Preprocessing, nodes: list | None = None,
                shape: tuple | None = None) -> InputSpec:
     """The model's input as the artifact contract names it: [batch, ...] of any rank from 3 (NWC) to 6.
@@ -71,10 +89,7 @@ def input_spec(model, preprocessing: Preprocessing, nodes: list | None = None,
         ExportError: not exactly one input, a rank outside 3..6, a free channel count, a shape that
             disagrees with the model's, or a dtype that is neither float nor integer.
     """
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
+    inputs = model_inputs(model)
     if not inputs:
         raise ExportError(f"model {model.name!r} has no defined input (a Sequential model never built or "
                           "called?); build it on a keras.Input before saving it")
@@ -120,8 +135,9 @@ class Node:
 
     @property
     def name(self) -> str:
-        """The output name: the path with '.' for '/', so that it is one safe name (top-level: the layer name)."""
-        return self.path.replace("/", ".")
+        """The output name: the path with '.' for '/' and '-' for '@' (a shared layer's later call sites), so that
+        it is one safe name (top-level: the layer name)."""
+        return self.path.replace("/", ".").replace("@", "-")
 
 
 @dataclass
@@ -156,31 +172,11 @@ def trace(model, shape: tuple | None = None) -> Traced:
         nodes[path] = node  # re-inserted: a sub-model's own output comes after its layers
         node.tensors.append(out)
 
-    inputs = [keras.Input(batch_shape=(None, *shape) if shape else t.shape, dtype=t.dtype) for t in model.inputs]
+    inputs = [keras.Input(batch_shape=(None, *shape) if shape else t.shape, dtype=t.dtype)
+              for t in model_inputs(model)]
     inp = inputs[0] if len(inputs) == 1 else inputs
     outputs = run_layers(model, inp, record)
     return Traced(model, inp, _as_list(outputs), nodes)
-
-
-def run_layers(model, inputs, visit, prefix: str = "", depth: int = 0):
-    """Run a Functional/Sequential model layer by layer, nested models too, calling visit(path, layer, depth, output).
-
-    This is Keras' own graph walk (the one Functional.call uses), so the numbers are the model's.
-    """
-    functional = getattr(model, "_functional", None) or model  # a Sequential runs through its Functional
-
-    def operation_fn(op):
-        def call(*args, **kwargs):
-            path = f"{prefix}{op.name}"
-            if _is_model(op):
-                out = run_layers(op, args[0] if len(args) == 1 else list(args), visit, f"{path}/", depth + 1)
-            else:
-                out = op(*args, **kwargs)
-            visit(path, op, depth, out)
-            return out
-        return call
-
-    return functional._run_through_graph(inputs, operation_fn=operation_fn)  # noqa: SLF001 (Keras 3 API)
 
 
 class FeatureModel:
@@ -193,25 +189,22 @@ class FeatureModel:
     def __init__(self, model, specs: list[OutputSpec]):
         self.model = model
         self.specs = specs
-        self._wanted = {s.layer: s.name for s in specs if s.role == FEATURE_MAP}
+        self._wanted = {call_site(s.layer): s.name for s in specs if s.role == FEATURE_MAP}
         self._model_outputs = [s.name for s in specs if s.role == MODEL_OUTPUT]
 
     def __call__(self, images, training: bool = False) -> dict:
         """Outputs in manifest order; inference only (training must stay False)."""
         if training:
             raise ValueError("FeatureModel runs in inference mode only")
-        kept = {}
+        kept, calls = {}, {}
 
         def keep(path, layer, depth, out):
-            if path in self._wanted:
-                kept[self._wanted[path]] = out
+            calls[path] = calls.get(path, 0) + 1
+            if (path, calls[path]) in self._wanted:
+                kept[self._wanted[path, calls[path]]] = out
 
         outputs = dict(zip(self._model_outputs, _as_list(run_layers(self.model, images, keep))))
         return {s.name: outputs[s.name] if s.role == MODEL_OUTPUT else kept[s.name] for s in self.specs}
-
-
-def _is_model(layer) -> bool:
-    return hasattr(layer, "_run_through_graph") or getattr(layer, "_functional", None) is not None
 
 
 def select_layers(nodes: list[Node], names: list[str] | None = None) -> list[Node]:
@@ -238,6 +231,11 @@ def _find(nodes: list[Node], name: str) -> Node:
     exact = [n for n in nodes if name in (n.path, n.name)]
     if exact:
         return exact[0]
+    site = re.fullmatch(r"(.+)[@-](\d+)", name)  # one call site of a shared layer: 'block/bc1@2', 'block.bc1-2'
+    if site:
+        node = next((n for n in nodes if site[1] in (n.path, n.name)), None)
+        if node is not None and 2 <= int(site[2]) <= len(node.tensors):
+            return Node(f"{node.path}@{site[2]}", node.layer, node.depth, [node.tensors[int(site[2]) - 1]])
     inner = [n for n in nodes if n.layer.name == name]
     if len(inner) == 1:
         return inner[0]
@@ -269,7 +267,7 @@ def layer_tree(traced: Traced) -> str:
     return "\n".join(lines)
 
 
-def list_layers(model_path: str | os.PathLike, allow_unsafe: bool = False) -> str:
+def list_layers(model_path: str | os.PathLike, allow_unsafe: bool = False, imports=()) -> str:
     """The layer tree (layer_tree) of a trained Keras model file, for choosing the layers to expose.
 
     Any model Keras loads is listed, also those the export refuses (several or free-size inputs).
@@ -277,8 +275,8 @@ def list_layers(model_path: str | os.PathLike, allow_unsafe: bool = False) -> st
     Raises:
         ExportError: an unreadable model file, or a model without a defined input.
     """
-    model = load_keras_model(model_path, allow_unsafe)
-    if not getattr(model, "inputs", None):
+    model = load_keras_model(model_path, allow_unsafe, imports)
+    if not model_inputs(model):
         input_spec(model, Preprocessing())  # its one-line error: no defined input
     return layer_tree(trace(model))
 
@@ -305,15 +303,34 @@ def feature_model(traced: Traced, layers: list[Node]):
         ExportError: an exposed layer without one output tensor, or names that cannot name outputs.
     """
     outputs, specs = {}, []
-    for tensor in traced.outputs:  # named after the outermost layer that produced it
-        producer = min((n for n in traced.layers if any(t is tensor for t in n.tensors)), key=lambda n: n.depth)
+    for i, tensor in enumerate(traced.outputs):  # named after the outermost layer that produced it
+        producers = [n for n in traced.layers if any(t is tensor for t in n.tensors)]
+        own = traced.model.name + (f"_{i}" if len(traced.outputs) > 1 else "")  # a subclassed model's own output
+        producer = min(producers, key=lambda n: n.depth) if producers else Node(own, traced.model, 0)
         _add(outputs, specs, producer, tensor, MODEL_OUTPUT)
     for node in layers:
-        if len(node.tensors) != 1 or not hasattr(node.tensors[0], "shape"):
-            raise ExportError(f"layer {node.path!r} has no single output tensor in the model graph (it is called "
-                              f"{len(node.tensors)} times, or returns several tensors); expose another layer")
-        _add(outputs, specs, node, node.tensors[0], FEATURE_MAP)
+        if not all(hasattr(t, "shape") for t in node.tensors):
+            raise ExportError(f"layer {node.path!r} returns several tensors; expose another layer")
+        for call, tensor in enumerate(node.tensors, 1):  # a shared layer: one output per call site
+            site = node if call == 1 else Node(f"{node.path}@{call}", node.layer, node.depth)
+            _add(outputs, specs, site, tensor, FEATURE_MAP)
     return FeatureModel(traced.model, specs), specs
+
+
+def unreached_convs(traced: Traced) -> list[str]:
+    """Convolutions the model holds but whose call no trace reached (e.g. run by a custom layer through
+    their weights, not their call): they cannot be exposed, and are named rather than skipped silently."""
+    reached = {id(n.layer) for n in traced.nodes.values()}
+    inside = {id(inner) for n in traced.nodes.values() if type(n.layer).__name__ == "TimeDistributed"
+              for inner in [n.layer.layer]}
+    held = traced.model._flatten_layers(include_self=False, recursive=True)  # noqa: SLF001 (Keras 3 API)
+    return [layer.name for layer in held if is_conv(layer) and id(layer) not in reached | inside]
+
+
+def call_site(path: str) -> tuple[str, int]:
+    """'block/bc1@2' -> ('block/bc1', 2): the second call of a shared layer; 'block/bc1' -> (..., 1)."""
+    base, _, call = path.partition("@")
+    return base, int(call) if call.isdigit() else 1
 
 
 def _as_list(outputs) -> list:

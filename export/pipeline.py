@@ -7,6 +7,7 @@ import platform
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,16 +26,20 @@ from runtime.artifacts.manifest import (
     unlisted_files,
 )
 from runtime.compare import DEFAULT_TOLERANCE, Tolerance
-from runtime.errors import ArtifactError, ExportError, FeatureMapsError, TargetChanged
+from runtime.errors import ArtifactError, ExportError, FeatureMapsError, FeatureMapsWarning, TargetChanged
 from runtime.preprocess import to_batch
 
 from .artifacts import DEFAULT_OPSET, serving_function, write_onnx, write_saved_model
-from .graph import check_channels_last, feature_model, input_spec, select_layers, trace
+from .graph import check_channels_last, feature_model, input_spec, select_layers, trace, unreached_convs
 from .model_io import load_keras_model
 from .preprocessing import choose_preprocessing
 from .progress import Progress
 from .reference import REFERENCE_MODEL
 from .verify import merge_reports, verification_images, verification_shapes, verify
+
+
+class UnreachedWarning(FeatureMapsWarning):  # run_cli prints it as one line
+    """Convolutions a model holds that no call reaches: named, never skipped silently."""
 
 
 @dataclass
@@ -48,6 +53,7 @@ class ExportOptions:
     preprocessing: Preprocessing | None = None  # None: what the model expects (see export.preprocessing)
     labels: list[str] | None = None
     input_shape: tuple | None = None  # fixes the input's free dimensions (without the batch); None: they stay free
+    imports: tuple = ()  # Python files or modules registering custom layers/models, imported before loading
 
 
 def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options: ExportOptions | None = None,
@@ -68,7 +74,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
     _check_target(out, options.force, keep=[Path(model_path), options.data and Path(options.data)])
     started = time.perf_counter()
     with progress.stage("load"):
-        model = load_keras_model(model_path, options.allow_unsafe)
+        model = load_keras_model(model_path, options.allow_unsafe, options.imports)
         fixed = options.input_shape and tuple(options.input_shape)
         input_spec(model, Preprocessing(), shape=fixed)  # one input the artifacts take, before tracing
         traced = trace(model, fixed)
@@ -76,6 +82,11 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
         spec = input_spec(model, Preprocessing(), traced.layers, fixed)
         spec = replace(spec, preprocessing=choose_preprocessing(traced.layers, options.preprocessing, spec))
         fmodel, outputs = feature_model(traced, select_layers(traced.layers, options.layers))
+        unreached = unreached_convs(traced)
+        if unreached and options.layers is None:
+            warnings.warn(f"convolution(s) {unreached} are held by the model but never called as layers (a custom "
+                          "layer uses their weights directly?), so they cannot be exposed", UnreachedWarning,
+                          stacklevel=2)
         labels = _labels(outputs, options.labels)
         source_sha = sha256_file(Path(model_path))
     try:

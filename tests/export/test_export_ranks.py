@@ -194,3 +194,45 @@ def test_serve_groups_requests_by_size(ranked):
             out = reply["outputs"][0]
             assert out["shape"] == [1, *x.shape[1:3], 2]
             np.testing.assert_allclose(np.reshape(out["data"], out["shape"]), m.run(x)["mask"], atol=1e-6)
+
+
+CUSTOM = "benchmarks/custom_layers.py"
+
+
+def test_custom_code_shared_blocks_and_subclassed_models(tmp_path, capsys):
+    """--import loads the user's classes; every conv inside a custom layer or a subclassed model is exposed by
+    following the call; a block called twice gives one output per call site; the error line keeps its cause."""
+    import keras
+
+    from export.cli import main
+    from export.pipeline import ExportOptions, export_model
+    from runtime.cli.process import run_cli
+
+    arch = {a.name: a for a in ARCHITECTURES}
+    files = {}
+    for name in ("custom_layer", "subclassed", "shared_block"):
+        files[name] = tmp_path / f"{name}.keras"
+        arch[name].build().save(files[name])
+    keras.saving.get_custom_objects().clear()  # as in a fresh process: the classes are unknown again
+    assert run_cli(main, ["--model", str(files["custom_layer"]), "--out", str(tmp_path / "x")],
+                   flags={"imports": "--import"}) == 2
+    err = capsys.readouterr().err
+    assert "Could not locate class 'ConvBlock'" in err and "pass --import with the Python file" in err
+    layouts = {}
+    for name in files:
+        m = export_model(files[name], tmp_path / name, ExportOptions(imports=(CUSTOM,)))
+        layouts[name] = [(o.name, o.layer) for o in m.outputs]
+    assert layouts["custom_layer"] == [("probs", "probs"), ("stem", "stem"), ("block.inner_conv", "block/inner_conv"),
+                                       ("block.inner_conv2", "block/inner_conv2")]
+    assert layouts["subclassed"] == [("subclassed", "subclassed"), ("c1", "c1"), ("c2", "c2")]
+    assert [n for n, _ in layouts["shared_block"]] == ["probs", "block.bc1", "block.bc1-2", "block.bc2",
+                                                       "block.bc2-2", "head"]
+    assert dict(layouts["shared_block"])["block.bc2-2"] == "block/bc2@2"
+    model = keras.models.load_model(files["shared_block"])
+    block = model.get_layer("block")
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 8)).astype(np.float32)
+    with runtime.load(tmp_path / "shared_block") as m:
+        got = m.run(x)
+    np.testing.assert_allclose(got["block.bc1-2"], np.asarray(block.get_layer("bc1")(block(x))), atol=1e-5)
+    only = export_model(files["shared_block"], tmp_path / "only", ExportOptions(layers=["block/bc1@2"]))
+    assert [o.name for o in only.outputs] == ["probs", "block.bc1-2"]

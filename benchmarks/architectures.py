@@ -123,6 +123,23 @@ def shared_block():
     return keras.Model(inp, layers.Dense(3, activation="softmax", name="probs")(x), name="shared_block")
 
 
+def mixed_float16(depth: int = 8, size: int = 64):
+    """mixed_float16 (float16 compute, float32 weights), depth x (Conv + BatchNorm + ReLU) at 64x64, the
+    softmax in float32 as Keras recommends."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((size, size, 3), name="image")
+    x = inp
+    for i in range(depth):
+        x = layers.Conv2D(16, 3, padding="same", use_bias=False, dtype="mixed_float16", name=f"mp_conv{i}")(x)
+        x = layers.BatchNormalization(dtype="mixed_float16", name=f"mp_bn{i}")(x)
+        x = layers.ReLU(dtype="mixed_float16", name=f"mp_relu{i}")(x)
+    x = layers.GlobalAveragePooling2D(dtype="mixed_float16", name="mp_gap")(x)
+    out = layers.Dense(5, activation="softmax", dtype="float32", name="mp_probs")(x)
+    return keras.Model(inp, out, name="mixed_float16")
+
+
 class Architecture(NamedTuple):
     name: str
     build: Callable
@@ -138,5 +155,6 @@ ARCHITECTURES = (
     Architecture("unet_64", lambda: unet(64), "the same U-Net at a fixed 64x64"),
     Architecture("custom_layer", custom_layer, "custom layer holding two convs (`--import`)"),
     Architecture("subclassed", subclassed, "subclassed keras.Model (`--import`)"),
+    Architecture("mixed_float16", mixed_float16, "mixed_float16, 8 x (Conv + BN + ReLU) at 64x64"),
     Architecture("shared_block", shared_block, "nested Sequential block called twice (shared weights)"),
 )

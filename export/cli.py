@@ -113,7 +113,8 @@ def summary(manifest: Manifest, out: Path, seconds: float) -> str:
                  + f" within atol {v['tolerance']['atol']:g}, rtol {v['tolerance']['rtol']:g}"
                  + (f", {v['tolerance']['noise']:g}x noise floor" if noisy else ""))
     if noisy:
-        lines.append(f"  note: {len(noisy)} output(s) agree only within {v['tolerance']['noise']:g}x their own float32 "
+        lines.append(f"  note: {len(noisy)} output(s) agree only within {v['tolerance']['noise']:g}x their own "
+                     f"{v.get('noise_dtype', 'float32')} "
                      "noise floor (the model itself moves that much when its input moves one ulp: chaotic weights): "
                      + _names(noisy))
     if "accuracy" in v:

@@ -204,7 +204,23 @@ class FeatureModel:
                 kept[self._wanted[path, calls[path]]] = out
 
         outputs = dict(zip(self._model_outputs, _as_list(run_layers(self.model, images, keep))))
-        return {s.name: outputs[s.name] if s.role == MODEL_OUTPUT else kept[s.name] for s in self.specs}
+        found = {s.name: outputs[s.name] if s.role == MODEL_OUTPUT else kept[s.name] for s in self.specs}
+        return {name: _float32(t) for name, t in found.items()}  # one rule: every output is float32
+
+
+def _float32(tensor):
+    """float16/bfloat16 maps of a mixed-precision model as float32 (exact: every such value is a float32)."""
+    import keras
+
+    dtype = str(getattr(tensor, "dtype", "float32"))
+    return keras.ops.cast(tensor, "float32") if "float" in dtype and dtype != "float32" else tensor
+
+
+def compute_dtype(model) -> str:
+    """The narrowest float dtype any layer computes in: "float16" or "bfloat16" under mixed precision."""
+    layers = model._flatten_layers(include_self=True, recursive=True)  # noqa: SLF001 (Keras 3 API)
+    dtypes = {str(getattr(layer, "compute_dtype", "float32")) for layer in layers}
+    return next((d for d in ("float16", "bfloat16") if d in dtypes), "float32")
 
 
 def select_layers(nodes: list[Node], names: list[str] | None = None) -> list[Node]:

@@ -30,7 +30,7 @@ from runtime.errors import ArtifactError, ExportError, FeatureMapsError, Feature
 from runtime.preprocess import to_batch
 
 from .artifacts import DEFAULT_OPSET, serving_function, write_onnx, write_saved_model
-from .graph import check_channels_last, feature_model, input_spec, select_layers, trace, unreached_convs
+from .graph import check_channels_last, compute_dtype, feature_model, input_spec, select_layers, trace, unreached_convs
 from .model_io import load_keras_model
 from .preprocessing import choose_preprocessing
 from .progress import Progress
@@ -126,7 +126,10 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
                                                    for s in sets], shapes)
         manifest.verification["seconds"] = round(time.perf_counter() - started, 2)
         if not manifest.verification["passed"]:
-            raise ExportError("outputs disagree beyond tolerance, nothing published: "
+            half = compute_dtype(model)
+            cause = (f" (the model computes in {half}, mixed precision: errors at its rounding are expected; "
+                     "raise `noise` or `atol`/`rtol` if these are)") if half != "float32" else ""
+            raise ExportError(f"outputs disagree beyond tolerance{cause}, nothing published: "
                               + _first(manifest.verification["problems"]))
         manifest.write(tmp)
         _publish(tmp, out, options.force)

@@ -12,6 +12,7 @@ from runtime.compare import Diff, Tolerance, compare_outputs, failures, toleranc
 from runtime.data.mnist import mnist_test_set, shipped_digits
 from runtime.preprocess import to_batch
 
+from .graph import compute_dtype
 from .progress import Progress
 
 MNIST_SHAPE = (28, 28, 1)
@@ -156,15 +157,17 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
             finally:
                 for model in models.values():
                     model.close()
-    problems = _problems(diffs, tol)
+    problems, noise_dtype = _problems(diffs, tol), None
     if problems and tol.noise > 0:
-        progress.say(f"export: {len(problems)} output(s) beyond tolerance; measuring the model's own float32 "
-                     "noise floor (Keras on inputs one ulp away)")
-        floors = noise_floors(keras_outputs, images, manifest.input, step, progress)
+        half = compute_dtype(feature_model.model)
+        progress.say(f"export: {len(problems)} output(s) beyond tolerance; measuring the model's own {half} "
+                     f"noise floor (Keras on inputs one {half} ulp away)")
+        floors = noise_floors(keras_outputs, images, manifest.input, step, progress, half)
         for by_output in diffs.values():
             for out, diff in by_output.items():
                 diff.noise_floor = floors[out]
         problems = _problems(diffs, tol)
+        noise_dtype = half
     report = {
         "images": int(len(images)),
         "batch": step,
@@ -178,6 +181,8 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
     noisy = [out for out in manifest.output_names if any(diffs[b][out].within_noise_only(tol) for b in BACKENDS)]
     if noisy:
         report["within_noise_only"] = noisy
+    if noise_dtype:
+        report["noise_dtype"] = noise_dtype  # the floor was measured one ulp of this dtype away
     if probs:
         report["accuracy"] = {name: n / len(images) for name, n in correct.items()}
         report["accuracy_images"] = int(len(images))
@@ -185,9 +190,10 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
 
 
 def noise_floors(keras_outputs, images: np.ndarray, spec: InputSpec, step: int,
-                 progress: Progress | None = None) -> dict[str, float]:
-    """Each output's float32 noise floor: max|Keras(x') - Keras(x)| over the images, x' = x moved one ulp up
-    (keras_outputs: from keras_reference).
+                 progress: Progress | None = None, dtype: str = "float32") -> dict[str, float]:
+    """Each output's noise floor: max|Keras(x') - Keras(x)| over the images, x' = x moved one ulp up
+    (keras_outputs: from keras_reference), an ulp of the model's compute dtype: a float16 model casts a
+    float32 ulp away (measured: mixed_float16, 8 x Conv+BN+ReLU at 64x64, floor 0 at one float32 ulp).
 
     What an engine that rounds differently cannot be asked to beat (runtime/compare.py). Two more
     Keras passes, so it is measured only when some output misses the plain tolerance.
@@ -199,7 +205,14 @@ def noise_floors(keras_outputs, images: np.ndarray, spec: InputSpec, step: int,
             batch = to_batch(images[start:start + step], spec)
             reference = keras_outputs(batch)
             # integer inputs: one step up (where not at the top), the integer ulp
-            moved = np.nextafter(batch, np.float32(np.inf)) if batch.dtype.kind == "f" else batch + (batch < 255)
+            if batch.dtype.kind != "f":
+                moved = batch + (batch < 255)
+            elif dtype == "float32":
+                moved = np.nextafter(batch, np.float32(np.inf))
+            else:  # one ulp of the compute dtype (bfloat16 has float16's 8 fewer mantissa bits: 2**3 float16 ulps)
+                half = batch.astype(np.float16)
+                moved = np.nextafter(half, np.float16(np.inf)).astype(np.float32)
+                moved = moved if dtype == "float16" else batch + (moved - half.astype(np.float32)) * 8
             compare_outputs(keras_outputs(moved.astype(batch.dtype)), reference, diffs)
             del reference
             bar.update(len(batch))

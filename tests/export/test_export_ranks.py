@@ -236,3 +236,21 @@ def test_custom_code_shared_blocks_and_subclassed_models(tmp_path, capsys):
     np.testing.assert_allclose(got["block.bc1-2"], np.asarray(block.get_layer("bc1")(block(x))), atol=1e-5)
     only = export_model(files["shared_block"], tmp_path / "only", ExportOptions(layers=["block/bc1@2"]))
     assert [o.name for o in only.outputs] == ["probs", "block.bc1-2"]
+
+
+def test_mixed_float16_verifies_against_its_own_float16_floor(tmp_path):
+    """The issue's case: one float32 ulp is lost in the cast to float16 (floor 0, export refused); one float16
+    ulp measures the model's own rounding. Outputs are float32, as everywhere."""
+    from export.pipeline import ExportOptions, export_model
+
+    path = tmp_path / "mp.keras"
+    from benchmarks.architectures import mixed_float16
+
+    mixed_float16(8, size=32).save(path)  # 64x64 in the coverage table; the same failure at 32x32, 4x faster
+    manifest = export_model(path, tmp_path / "a")
+    v = manifest.verification
+    assert v["passed"] and v["noise_dtype"] == "float16" and "mp_conv7" in v["within_noise_only"]
+    with runtime.load(tmp_path / "a") as m:
+        assert {a.dtype for a in m.run(np.zeros((32, 32, 3), np.uint8)).values()} == {np.dtype(np.float32)}
+    with pytest.raises(ExportError, match="computes in float16, mixed precision"):
+        export_model(path, tmp_path / "b", ExportOptions(tolerance=runtime.Tolerance(noise=0)))

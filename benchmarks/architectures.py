@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+from benchmarks import architectures_more as more
+
 
 def audio_1d():
     """Conv1D audio classifier on 4000 samples of one channel: strided Conv1D, separable and depthwise 1-D."""
@@ -144,6 +146,8 @@ class Architecture(NamedTuple):
     name: str
     build: Callable
     exercises: str
+    refused: str = ""  # refused by design: the words the one-line refusal says; "" when it must export
+    suffix: str = ".keras"  # the file format the model is saved in
 
 
 ARCHITECTURES = (
@@ -157,4 +161,17 @@ ARCHITECTURES = (
     Architecture("subclassed", subclassed, "subclassed keras.Model (`--import`)"),
     Architecture("mixed_float16", mixed_float16, "mixed_float16, 8 x (Conv + BN + ReLU) at 64x64"),
     Architecture("shared_block", shared_block, "nested Sequential block called twice (shared weights)"),
+    Architecture("fcn", more.fcn, "FCN segmentation, 1x1 classifier, bilinear UpSampling2D"),
+    Architecture("deeplab_atrous", more.deeplab_atrous, "DeepLab-style atrous convolutions (ASPP)"),
+    Architecture("two_heads", more.two_heads, "detection-style: two model outputs (class and box maps)"),
+    Architecture("two_inputs", more.two_inputs, "image + 10-value vector", refused="model has 2 inputs"),
+    Architecture("squeeze_excitation", more.squeeze_excitation, "squeeze-and-excitation block"),
+    Architecture("conv_attention", more.conv_attention, "conv stem + MultiHeadAttention hybrid"),
+    Architecture("wavenet_1d", more.wavenet_1d, "causal dilated Conv1D, gated, residual"),
+    Architecture("volume_3d", more.volume_3d, "volumetric Conv3D encoder-decoder, one channel"),
+    Architecture("grouped_mobile", more.grouped_mobile, "grouped Conv2D (groups=4), depthwise-separable, ReLU6"),
+    Architecture("autoencoder", more.autoencoder, "conv autoencoder, Conv2DTranspose decoder"),
+    Architecture("legacy_h5", more.legacy_cnn, "the reference layout saved as legacy HDF5", suffix=".h5"),
+    Architecture("channels_first", more.channels_first, "Conv2D data_format='channels_first'",
+                 refused="data_format='channels_first'"),
 )

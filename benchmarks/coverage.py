@@ -81,7 +81,8 @@ def table(rows: list[tuple]) -> str:
                platform.processor())
     lines = ["# Coverage beyond Keras Applications", "",
              f"`python -m benchmarks.coverage` on {cpu} ({os.cpu_count()} cores), random weights, default options; "
-             "models from benchmarks/architectures.py. Wall time includes the process start and TensorFlow import.",
+             "models from benchmarks/architectures.py. s: wall time of the export's process (TensorFlow import "
+             "included), peak MB its own peak RSS; the machine was shared with other work, so times are indicative.",
              "", "| model | exercises | result | feature maps (layouts) | input | s | peak MB | detail |",
              "|---|---|---|---|---|---|---|---|"]
     for arch, row in rows:

@@ -101,8 +101,10 @@ def summary(manifest: Manifest, out: Path, seconds: float) -> str:
     pre = manifest.input.preprocessing
     inp = manifest.input
     free = f", free {inp.free_axes} (verified at {v['sizes']})" if inp.free_axes else ""
-    lines.append(f"  input  {inp.name}: {inp.dtype} {list(inp.shape)} {inp.layout}{free} = {pre.raw_dtype} * "
-                 f"{pre.scale:.6g} + {pre.offset:g}" + (f" ({as_flags(pre.reason)})" if pre.reason else ""))
+    raw = (f"uint8 pixels * {pre.scale:.6g} + {pre.offset:g}" if pre.raw_dtype == "uint8" and inp.dtype == "float32"
+           else f"{pre.raw_dtype} values as given")
+    lines.append(f"  input  {inp.name}: {inp.dtype} {list(inp.shape)} {inp.layout}{free} = {raw}"
+                 + (f" ({as_flags(pre.reason)})" if pre.reason else ""))
     for o in manifest.outputs:
         errors = v["outputs"][o.name]
         worst = max(e["max_abs"] for e in errors.values())

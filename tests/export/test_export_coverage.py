@@ -8,6 +8,7 @@ import pytest
 import runtime
 from benchmarks.architectures import ARCHITECTURES
 from benchmarks.coverage import verdict
+from export.graph import list_layers
 from export.pipeline import export_model
 from runtime.errors import ExportError
 
@@ -20,6 +21,7 @@ def test_row(tmp_path, name):
     path = tmp_path / f"{name}{arch.suffix}"
     arch.build().save(path)
     if arch.refused:
+        assert "_conv " in list_layers(path)  # --list-layers shows every model Keras loads, refused ones too
         with pytest.raises(ExportError, match=arch.refused) as info:
             export_model(path, tmp_path / "a")
         assert "\n" not in str(info.value) and verdict(arch, {"result": "refused", "message": str(info.value)}) \

@@ -97,7 +97,7 @@ def test_inputs_as_declared(ranked):
             m.run(np.zeros((32, 32, 3), np.uint8))
 
 
-def test_figures_strips_and_slices(ranked, tmp_path):
+def test_figures_strips_and_slices(ranked, tmp_path, capsys):
     from PIL import Image
 
     strip = viz.tile(np.arange(2 * 40, dtype=np.float32).reshape(1, 40, 2), "NWC", pad=0)
@@ -113,6 +113,11 @@ def test_figures_strips_and_slices(ranked, tmp_path):
             written = viz.write_figures(m, sample(m.manifest.input, 1)[0], tmp_path / name)
         assert [p.name for p in written][-1] == "comparison.png"
         assert all(Image.open(p).size[0] > 200 for p in written)
+    from runtime.cli.process import run_cli
+    from viz.cli import main
+
+    assert run_cli(main, [str(ranked["audio_1d"][1]), "--out", str(tmp_path / "cli")]) == 2
+    assert "the model input is NWC [None, 4000, 1], not an image" in capsys.readouterr().err
 
 
 def test_stats_and_triton_say_what_they_cover(ranked):
@@ -164,6 +169,12 @@ def test_free_size_exports_once_and_runs_at_any_size(ranked, tmp_path):
             m.run([np.zeros((32, 32, 3), np.uint8), np.zeros((48, 32, 3), np.uint8)])
         with pytest.raises(InputError, match=r"one size; got \[32, 32, 3\] and then \[48, 32, 3\]"):
             list(m.stream([np.zeros((32, 32, 3), np.uint8), np.zeros((48, 32, 3), np.uint8)], batch_size=4))
+    from PIL import Image
+
+    from runtime.images import read_image
+
+    Image.fromarray(np.zeros((24, 40, 3), np.uint8)).save(tmp_path / "wide.png")
+    assert read_image(tmp_path / "wide.png", manifest.input).shape == (24, 40, 3)  # free H, W: its own size
     with pytest.raises(InputError, match="statistics need one input size.*along HW"):
         Stats(manifest)
     assert "dims: [ -1, -1, 3 ]" in config_text(manifest, "unet")

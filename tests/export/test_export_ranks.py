@@ -265,3 +265,26 @@ def test_mixed_float16_verifies_against_its_own_float16_floor(tmp_path):
         assert {a.dtype for a in m.run(np.zeros((32, 32, 3), np.uint8)).values()} == {np.dtype(np.float32)}
     with pytest.raises(ExportError, match="computes in float16, mixed precision"):
         export_model(path, tmp_path / "b", ExportOptions(tolerance=runtime.Tolerance(noise=0)))
+
+
+def test_a_conv_used_through_its_weights_is_named_not_skipped():
+    """A custom layer that holds a Conv2D but runs keras.ops.conv on its kernel: no call to follow, so the export
+    names it in a warning."""
+    import keras
+
+    from export.graph import trace, unreached_convs
+
+    class RawConv(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(4, 3, name="held_conv")
+
+        def build(self, shape):
+            self.conv.build(shape)
+
+        def call(self, x):
+            return keras.ops.conv(x, self.conv.kernel)
+
+    inp = keras.Input((16, 16, 3))
+    model = keras.Model(inp, RawConv(name="raw")(keras.layers.Conv2D(3, 1, name="called")(inp)))
+    assert unreached_convs(trace(model)) == ["held_conv"]

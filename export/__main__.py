@@ -3,4 +3,4 @@ from runtime.cli.process import run_cli
 
 from .cli import main
 
-raise SystemExit(run_cli(main, flags={"path": "--data"}))  # runtime.data.mnist names its `path`: our --data
+raise SystemExit(run_cli(main, flags={"path": "--data", "imports": "--import"}))  # mnist names `path`: our --data

@@ -20,10 +20,11 @@ EXTERNAL_DATA_ABOVE = 1_800_000_000
 
 
 def serving_function(feature_model, spec: InputSpec):
-    """tf.function: `image` float32 [batch, H, W, C] -> dict of named outputs."""
+    """tf.function: `image` [batch, *sample] of the input's dtype (float32 [batch, H, W, C] for images) -> dict of
+    named outputs."""
     import tensorflow as tf
 
-    signature = [tf.TensorSpec([None, *spec.image_shape], tf.float32, name=INPUT_NAME)]
+    signature = [tf.TensorSpec([None, *spec.image_shape], spec.dtype, name=INPUT_NAME)]
 
     @tf.function(input_signature=signature)
     def serve(image):

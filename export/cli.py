@@ -51,10 +51,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    "1 when it rescales its own input with Rescaling/Normalization, else 1/255)")
     p.add_argument("--offset", type=float, help="see --scale (default 0)")
     p.add_argument("--labels", type=comma_list, help="comma-separated class labels (default 0..N-1)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="Python file or module that registers the model's custom layers/models (repeatable); "
+                        "imported before loading, safe mode stays on")
+    p.add_argument("--input-shape", type=_input_shape, metavar="D1,D2,...",
+                   help="fix the input's size, without the batch (e.g. 256,256,3); default: the model's own, whose "
+                        "free dimensions (None) stay free in the artifacts")
     p.add_argument("--list-layers", action="store_true",
                    help="print the model's layers (nested ones indented) by path, with class and output shape, '*' "
                         "marking those exposed by default, and export nothing")
     return p.parse_args(argv)
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes such as 256,256,3; got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes such as 256,256,3; got {text!r}")
+    return shape
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_layers:
         from .graph import list_layers
 
-        tree = list_layers(args.model, args.allow_unsafe).splitlines()
+        tree = list_layers(args.model, args.allow_unsafe, args.imports).splitlines()
         say("\n".join(tree[:-1] + [as_flags(tree[-1])]))  # the footer names `layers`: shown as --layers
         return 0
     given = None
@@ -76,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = ExportOptions(
         layers=args.layers, data=args.data, opset=args.opset, force=args.force, allow_unsafe=args.allow_unsafe,
         tolerance=Tolerance(args.atol, args.rtol, args.noise), preprocessing=given, labels=args.labels,
+        input_shape=args.input_shape, imports=tuple(args.imports),
     )
     manifest = export_model(args.model, args.out, options, Progress(sys.stderr))
     say(summary(manifest, args.out, time.perf_counter() - STARTED))
@@ -87,8 +104,12 @@ def summary(manifest: Manifest, out: Path, seconds: float) -> str:
     v = manifest.verification
     lines = [f"exported {manifest.source_model['file']} -> {out}/ in {seconds:.1f} s"]
     pre = manifest.input.preprocessing
-    lines.append(f"  input  {manifest.input.name}: float32 {list(manifest.input.shape)} = uint8 pixels * "
-                 f"{pre.scale:.6g} + {pre.offset:g}" + (f" ({as_flags(pre.reason)})" if pre.reason else ""))
+    inp = manifest.input
+    free = f", free {inp.free_axes} (verified at {v['sizes']})" if inp.free_axes else ""
+    raw = (f"uint8 pixels * {pre.scale:.6g} + {pre.offset:g}" if pre.raw_dtype == "uint8" and inp.dtype == "float32"
+           else f"{pre.raw_dtype} values as given")
+    lines.append(f"  input  {inp.name}: {inp.dtype} {list(inp.shape)} {inp.layout}{free} = {raw}"
+                 + (f" ({as_flags(pre.reason)})" if pre.reason else ""))
     for o in manifest.outputs:
         errors = v["outputs"][o.name]
         worst = max(e["max_abs"] for e in errors.values())
@@ -99,7 +120,8 @@ def summary(manifest: Manifest, out: Path, seconds: float) -> str:
                  + f" within atol {v['tolerance']['atol']:g}, rtol {v['tolerance']['rtol']:g}"
                  + (f", {v['tolerance']['noise']:g}x noise floor" if noisy else ""))
     if noisy:
-        lines.append(f"  note: {len(noisy)} output(s) agree only within {v['tolerance']['noise']:g}x their own float32 "
+        lines.append(f"  note: {len(noisy)} output(s) agree only within {v['tolerance']['noise']:g}x their own "
+                     f"{v.get('noise_dtype', 'float32')} "
                      "noise floor (the model itself moves that much when its input moves one ulp: chaotic weights): "
                      + _names(noisy))
     if "accuracy" in v:

@@ -7,6 +7,7 @@ import platform
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,16 +26,20 @@ from runtime.artifacts.manifest import (
     unlisted_files,
 )
 from runtime.compare import DEFAULT_TOLERANCE, Tolerance
-from runtime.errors import ArtifactError, ExportError, FeatureMapsError, TargetChanged
+from runtime.errors import ArtifactError, ExportError, FeatureMapsError, FeatureMapsWarning, TargetChanged
 from runtime.preprocess import to_batch
 
 from .artifacts import DEFAULT_OPSET, serving_function, write_onnx, write_saved_model
-from .graph import check_channels_last, feature_model, input_spec, select_layers, trace
+from .graph import check_channels_last, compute_dtype, feature_model, input_spec, select_layers, trace, unreached_convs
 from .model_io import load_keras_model
 from .preprocessing import choose_preprocessing
 from .progress import Progress
 from .reference import REFERENCE_MODEL
-from .verify import verification_images, verify
+from .verify import merge_reports, verification_images, verification_shapes, verify
+
+
+class UnreachedWarning(FeatureMapsWarning):  # run_cli prints it as one line
+    """Convolutions a model holds that no call reaches: named, never skipped silently."""
 
 
 @dataclass
@@ -47,6 +52,8 @@ class ExportOptions:
     tolerance: Tolerance = DEFAULT_TOLERANCE
     preprocessing: Preprocessing | None = None  # None: what the model expects (see export.preprocessing)
     labels: list[str] | None = None
+    input_shape: tuple | None = None  # fixes the input's free dimensions (without the batch); None: they stay free
+    imports: tuple = ()  # Python files or modules registering custom layers/models, imported before loading
 
 
 def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options: ExportOptions | None = None,
@@ -67,12 +74,19 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
     _check_target(out, options.force, keep=[Path(model_path), options.data and Path(options.data)])
     started = time.perf_counter()
     with progress.stage("load"):
-        model = load_keras_model(model_path, options.allow_unsafe)
-        spec = input_spec(model, Preprocessing())
-        traced = trace(model)
+        model = load_keras_model(model_path, options.allow_unsafe, options.imports)
+        fixed = options.input_shape and tuple(options.input_shape)
+        input_spec(model, Preprocessing(), shape=fixed)  # one input the artifacts take, before tracing
+        traced = trace(model, fixed)
         check_channels_last(traced.layers)
-        spec = replace(spec, preprocessing=choose_preprocessing(traced.layers, options.preprocessing))
+        spec = input_spec(model, Preprocessing(), traced.layers, fixed)
+        spec = replace(spec, preprocessing=choose_preprocessing(traced.layers, options.preprocessing, spec))
         fmodel, outputs = feature_model(traced, select_layers(traced.layers, options.layers))
+        unreached = unreached_convs(traced)
+        if unreached and options.layers is None:
+            warnings.warn(f"convolution(s) {unreached} are held by the model but never called as layers (a custom "
+                          "layer uses their weights directly?), so they cannot be exposed", UnreachedWarning,
+                          stacklevel=2)
         labels = _labels(outputs, options.labels)
         source_sha = sha256_file(Path(model_path))
     try:
@@ -82,7 +96,10 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
     try:
         os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would outlive the rename
         with progress.stage("SavedModel"):
-            images, truth, source = verification_images(spec, options.data, labelled=_is_reference(source_sha))
+            shapes = verification_shapes(spec)
+            sets = [verification_images(replace(spec, shape=(None, *s)), options.data, _is_reference(source_sha))
+                    for s in shapes]
+            images, truth, source = sets[0]
             preview = _write_preview(fmodel, spec, outputs, images[0], truth, tmp)
             serve = serving_function(fmodel, spec)
             write_saved_model(fmodel, serve, tmp / SAVED_MODEL_DIR)
@@ -105,10 +122,14 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, options:
         )
         manifest.write(tmp)
         with progress.stage("verification"):
-            manifest.verification = verify(fmodel, tmp, manifest, images, truth, source, options.tolerance, progress)
+            manifest.verification = merge_reports([verify(fmodel, tmp, manifest, *s, options.tolerance, progress)
+                                                   for s in sets], shapes)
         manifest.verification["seconds"] = round(time.perf_counter() - started, 2)
         if not manifest.verification["passed"]:
-            raise ExportError("outputs disagree beyond tolerance, nothing published: "
+            half = compute_dtype(model)
+            cause = (f" (the model computes in {half}, mixed precision: errors at its rounding are expected; "
+                     "raise `noise` or `atol`/`rtol` if these are)") if half != "float32" else ""
+            raise ExportError(f"outputs disagree beyond tolerance{cause}, nothing published: "
                               + _first(manifest.verification["problems"]))
         manifest.write(tmp)
         _publish(tmp, out, options.force)
@@ -137,9 +158,9 @@ def _first(problems: list[str], shown: int = 4) -> str:
 def _write_preview(fmodel, spec: InputSpec, outputs, image, truth, folder: Path) -> dict:
     """The first feature map's figure (header, numbered maps, scale bar) for test image 0: the export at a glance."""
     from viz.figures import layer_figure, save_png
-    from viz.tiling import SPATIAL_LAYOUTS
+    from viz.tiling import DRAWABLE_LAYOUTS
 
-    first = next((o for o in outputs if o.role == "feature_map" and o.layout in SPATIAL_LAYOUTS), None)
+    first = next((o for o in outputs if o.role == "feature_map" and o.layout in DRAWABLE_LAYOUTS), None)
     if first is None:
         return {}
     maps = np.asarray(fmodel(to_batch(image, spec), training=False)[first.name])

@@ -10,15 +10,15 @@ import warnings
 
 import numpy as np
 
-from runtime.artifacts.manifest import Preprocessing
+from runtime.artifacts.manifest import InputSpec, Preprocessing
 from runtime.errors import FeatureMapsWarning
 
 # Layers that leave pixel values as they are at inference, so a Rescaling/Normalization after them
 # still sees raw pixels (augmentation layers are identities outside training).
 PASS_THROUGH = {
-    "InputLayer", "Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "Resizing",
-    "CenterCrop", "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",
-    "RandomBrightness", "RandomCrop", "Functional", "Sequential",
+    "InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "Resizing", "CenterCrop", "RandomFlip", "RandomRotation", "RandomZoom",
+    "RandomTranslation", "RandomContrast", "RandomBrightness", "RandomCrop", "Functional", "Sequential",
 }
 RAW = Preprocessing(scale=1.0, offset=0.0)
 
@@ -51,9 +51,24 @@ def model_preprocessing(nodes: list) -> Preprocessing:
                                 "training range (pass `scale`/`offset` if the model was trained on another)")
 
 
-def choose_preprocessing(nodes: list, given: Preprocessing | None) -> Preprocessing:
-    """The given preprocessing (warning when it scales again what the model scales), else the model's own."""
+def is_picture(spec: InputSpec) -> bool:
+    """Whether the input holds pictures (images, volumes, frames: 1, 3 or 4 channels over two spatial axes or
+    more), whose raw values are 0..255 pixels; signals and other inputs carry no pixel range."""
+    return spec.layout.endswith("HWC") and spec.image_shape[-1] in (1, 3, 4)
+
+
+def choose_preprocessing(nodes: list, given: Preprocessing | None, spec: InputSpec | None = None) -> Preprocessing:
+    """The given preprocessing (warning when it scales again what the model scales), else the model's own.
+
+    An integer model input takes its integers as declared; an input that is not a picture (is_picture) takes
+    values as given unless `scale`/`offset` declare a preprocessing of raw uint8 values.
+    """
+    if spec is not None and spec.dtype != "float32":
+        return Preprocessing(spec.dtype, 1.0, 0.0, reason=f"the model takes {spec.dtype} input as declared")
     expected = model_preprocessing(nodes)
+    if given is None and spec is not None and not is_picture(spec):
+        return Preprocessing("float32", 1.0, 0.0, reason=f"{spec.layout} input, not a picture: values are taken as "
+                             "given (pass `scale`/`offset` to declare raw uint8 values)")
     if given is None:
         return expected
     if (expected.scale, expected.offset) == (1.0, 0.0) and (given.scale, given.offset) != (1.0, 0.0):

@@ -12,6 +12,7 @@ from runtime.compare import Diff, Tolerance, compare_outputs, failures, toleranc
 from runtime.data.mnist import MNIST_SHAPE, mnist_test_set, resize_digits, shipped_digits
 from runtime.preprocess import to_batch
 
+from .graph import compute_dtype
 from .progress import Progress
 
 BACKENDS = {"savedmodel": "tf", "onnx": "onnx"}
@@ -27,32 +28,90 @@ ENGINES_TOGETHER_BELOW = 256 << 20
 # trace that costs about one or two eager passes over 80 small images (NASNetMobile at 64x64: 3 s).
 TRACED_FROM_BATCHES = 8
 SEED = 0
+# Free input dimensions are verified at these sizes, then the first one at 1.5x: multiples of 32, as
+# U-Nets and other encoder-decoders with five halvings need.
+FREE_SIZES = {"H": 64, "W": 64, "D": 8, "T": 4, "1-D": 1024}
 
 
 def verification_images(spec: InputSpec, data: str | None = None, labelled: bool = False):
-    """Real images for the model's input shape: (uint8 [N,H,W,C], labels or None, description).
+    """Real samples for the model's input shape: (raw [N, *sample], labels or None, description).
 
     MNIST-shaped models get the MNIST test set (the shipped digits when it is absent); other
-    shapes get the shipped digits resized and repeated over channels, plus seeded noise images,
-    so that every layer sees both natural strokes and dense texture. The MNIST labels are
+    image shapes get the shipped digits resized and repeated over channels (over depth or time
+    too, shifted a pixel per frame), plus seeded noise, so that every layer sees both natural
+    strokes and dense texture. 1-D inputs get seeded sines and chirps plus noise. Inputs that are
+    not pictures get floats, integer inputs integers of their dtype. The MNIST labels are
     returned only when they apply: the user gave the data (--data), or labelled says the model
     is the reference MNIST CNN; any other 28x28x1 model may have learnt something else.
     """
-    if spec.image_shape == MNIST_SHAPE:
+    if spec.image_shape == MNIST_SHAPE and spec.preprocessing.raw_dtype == "uint8":
         x, y, source = mnist_test_set(data)
         return x[..., None], (y if data is not None or labelled else None), source
-    x, _ = shipped_digits()  # the full set would only be thrown away here
-    h, w, c = spec.image_shape
-    digits = resize_digits(x, spec.image_shape)
-    noise = np.random.default_rng(SEED).integers(0, 256, size=(16, h, w, c), dtype=np.uint8)
-    source = f"{len(digits)} shipped digits resized to {h}x{w}x{c} + 16 noise images"
-    return np.concatenate([digits, noise]), None, source
+    rng = np.random.default_rng(SEED)
+    sample = spec.image_shape
+    if spec.layout.endswith("HWC"):
+        x, _ = shipped_digits()  # the full set would only be thrown away here
+        h, w, c = sample[-3:]
+        frames = sample[:-3]
+        digits = resize_digits(x, (h, w, 1))[..., 0]  # as `python -m viz --index` draws them
+        steps = np.arange(prod(frames)).reshape(frames) if frames else np.zeros(())
+        # one frame per depth/time step, the digit moved one pixel right per step
+        clips = np.stack([np.roll(digits, int(k), axis=2) for k in steps.ravel()], axis=1)
+        clips = clips.reshape(len(digits), *frames, h, w)
+        real = np.repeat(clips[..., None], c, axis=-1).astype(np.float32) / 255
+        source = f"{len(digits)} shipped digits resized to {'x'.join(map(str, sample))}"
+    else:
+        t = np.linspace(0, 1, sample[-2], dtype=np.float32)[:, None]
+        freq = rng.uniform(1, sample[-2] / 8, size=(32, 1, sample[-1])).astype(np.float32)
+        waves = np.sin(2 * np.pi * (freq * t + freq * t * t * (np.arange(32) % 2)[:, None, None]))
+        real = np.broadcast_to((waves + 1) / 2, (32, *sample)).astype(np.float32)
+        source = f"32 seeded sines and chirps of {'x'.join(map(str, sample))}"
+    samples = np.concatenate([real, rng.uniform(size=(16, *sample)).astype(np.float32)])
+    source += " + 16 noise samples"
+    if spec.preprocessing.raw_dtype == "float32":  # values as given: centred, within +-1
+        return samples * 2 - 1, None, source
+    dtype = np.dtype(spec.preprocessing.raw_dtype)  # uint8 pixels, or the integers a model declares
+    return np.rint(samples * min(255, np.iinfo(dtype).max)).astype(dtype), None, source
 
 
-def batch_size(manifest: Manifest, budget: int | None = None) -> int:
-    """Images per verification batch, so that one engine's outputs for a batch fit in budget bytes."""
+def verification_shapes(spec: InputSpec) -> list[tuple]:
+    """The input shapes (without the batch) to verify at: the input's own, or for free dimensions two sizes,
+    FREE_SIZES of each axis and then the first free axis half as large again (a non-square size)."""
+    sample = spec.image_shape
+    if None not in sample:
+        return [sample]
+    axes = spec.layout[1:]
+    base = tuple(FREE_SIZES["1-D" if "H" not in axes and a == "W" else a] if d is None else d
+                 for a, d in zip(axes, sample))
+    first = sample.index(None)
+    return [base, tuple(d * 3 // 2 if i == first else d for i, d in enumerate(base))]
+
+
+def merge_reports(reports: list[dict], shapes: list[tuple]) -> dict:
+    """One verification report from one per input size: every problem, each output's worst error."""
+    if len(reports) == 1:
+        return reports[0]
+    merged = dict(reports[0])
+    sizes = ["x".join(map(str, s)) for s in shapes]
+    merged.update(
+        sizes=[list(s) for s in shapes], images=sum(r["images"] for r in reports),
+        source="; ".join(f"at {size}: {r['source']}" for size, r in zip(sizes, reports)),
+        passed=all(r["passed"] for r in reports),
+        problems=[f"at {size}: {p}" for size, r in zip(sizes, reports) for p in r["problems"]],
+        outputs={out: {b: max((r["outputs"][out][b] for r in reports), key=lambda e: e["max_abs"])
+                       for b in errors} for out, errors in reports[0]["outputs"].items()},
+    )
+    noisy = sorted({o for r in reports for o in r.get("within_noise_only", [])})
+    merged.pop("within_noise_only", None)
+    merged.update({"within_noise_only": noisy} if noisy else {})
+    return merged
+
+
+def batch_size(manifest: Manifest, budget: int | None = None, per_image: int | None = None) -> int:
+    """Images per verification batch, so that one engine's outputs for a batch fit in budget bytes
+    (per_image: the output bytes of one image, where the manifest's shapes have free dimensions)."""
     budget = BATCH_BYTES if budget is None else budget
-    per_image = sum(4 * prod(o.shape[1:]) for o in manifest.outputs)
+    per_image = per_image or sum(4 * prod(o.shape[1:]) for o in manifest.outputs)
     return max(1, min(MAX_BATCH, budget // per_image))
 
 
@@ -70,7 +129,9 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
     diffs: dict[str, dict[str, Diff]] = {name: {} for name in BACKENDS}
     probs = _probability_output(manifest, labels)
     correct = {name: 0 for name in ("keras", *BACKENDS)}
-    step = batch_size(manifest)
+    free = any(None in o.shape[1:] for o in manifest.outputs)
+    one = feature_model(to_batch(images[:1], manifest.input), training=False) if free else {}
+    step = batch_size(manifest, per_image=sum(4 * prod(v.shape[1:]) for v in one.values()))
     graph_bytes = sum(f["bytes"] for rel, f in manifest.files.items() if belongs_to(rel, ONNX_FILE))
     turns = [list(BACKENDS)] if graph_bytes <= ENGINES_TOGETHER_BELOW else [[name] for name in BACKENDS]
     keras_outputs = keras_reference(feature_model, manifest.input, -(-len(images) // step) * len(turns))
@@ -94,15 +155,17 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
             finally:
                 for model in models.values():
                     model.close()
-    problems = _problems(diffs, tol)
+    problems, noise_dtype = _problems(diffs, tol), None
     if problems and tol.noise > 0:
-        progress.say(f"export: {len(problems)} output(s) beyond tolerance; measuring the model's own float32 "
-                     "noise floor (Keras on inputs one ulp away)")
-        floors = noise_floors(keras_outputs, images, manifest.input, step, progress)
+        half = compute_dtype(feature_model.model)
+        progress.say(f"export: {len(problems)} output(s) beyond tolerance; measuring the model's own {half} "
+                     f"noise floor (Keras on inputs one {half} ulp away)")
+        floors = noise_floors(keras_outputs, images, manifest.input, step, progress, half)
         for by_output in diffs.values():
             for out, diff in by_output.items():
                 diff.noise_floor = floors[out]
         problems = _problems(diffs, tol)
+        noise_dtype = half
     report = {
         "images": int(len(images)),
         "batch": step,
@@ -116,6 +179,8 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
     noisy = [out for out in manifest.output_names if any(diffs[b][out].within_noise_only(tol) for b in BACKENDS)]
     if noisy:
         report["within_noise_only"] = noisy
+    if noise_dtype:
+        report["noise_dtype"] = noise_dtype  # the floor was measured one ulp of this dtype away
     if probs:
         report["accuracy"] = {name: n / len(images) for name, n in correct.items()}
         report["accuracy_images"] = int(len(images))
@@ -123,9 +188,10 @@ def verify(feature_model, folder: Path, manifest: Manifest, images: np.ndarray, 
 
 
 def noise_floors(keras_outputs, images: np.ndarray, spec: InputSpec, step: int,
-                 progress: Progress | None = None) -> dict[str, float]:
-    """Each output's float32 noise floor: max|Keras(x') - Keras(x)| over the images, x' = x moved one ulp up
-    (keras_outputs: from keras_reference).
+                 progress: Progress | None = None, dtype: str = "float32") -> dict[str, float]:
+    """Each output's noise floor: max|Keras(x') - Keras(x)| over the images, x' = x moved one ulp up
+    (keras_outputs: from keras_reference), an ulp of the model's compute dtype: a float16 model casts a
+    float32 ulp away (measured: mixed_float16, 8 x Conv+BN+ReLU at 64x64, floor 0 at one float32 ulp).
 
     What an engine that rounds differently cannot be asked to beat (runtime/compare.py). Two more
     Keras passes, so it is measured only when some output misses the plain tolerance.
@@ -136,7 +202,16 @@ def noise_floors(keras_outputs, images: np.ndarray, spec: InputSpec, step: int,
         for start in range(0, len(images), step):
             batch = to_batch(images[start:start + step], spec)
             reference = keras_outputs(batch)
-            compare_outputs(keras_outputs(np.nextafter(batch, np.float32(np.inf))), reference, diffs)
+            # integer inputs: one step up (where not at the top), the integer ulp
+            if batch.dtype.kind != "f":
+                moved = batch + (batch < 255)
+            elif dtype == "float32":
+                moved = np.nextafter(batch, np.float32(np.inf))
+            else:  # one ulp of the compute dtype (bfloat16 has float16's 8 fewer mantissa bits: 2**3 float16 ulps)
+                half = batch.astype(np.float16)
+                moved = np.nextafter(half, np.float16(np.inf)).astype(np.float32)
+                moved = moved if dtype == "float16" else batch + (moved - half.astype(np.float32)) * 8
+            compare_outputs(keras_outputs(moved.astype(batch.dtype)), reference, diffs)
             del reference
             bar.update(len(batch))
     return {name: d.max_abs for name, d in diffs.items()}
@@ -160,7 +235,7 @@ def keras_reference(feature_model, spec: InputSpec, batches: int):
             return feature_model(batch, training=False)
 
     if batches >= TRACED_FROM_BATCHES:
-        outputs = tf.function(outputs, input_signature=[tf.TensorSpec((None, *spec.image_shape), tf.float32)])
+        outputs = tf.function(outputs, input_signature=[tf.TensorSpec((None, *spec.image_shape), spec.dtype)])
     return lambda batch: {name: np.asarray(value) for name, value in outputs(batch).items()}
 
 

@@ -165,7 +165,7 @@ class Model:
         """Run a batch that to_batch already prepared."""
         self._check_open()  # again: a stream may outlive close()
         if len(batch) == 0:
-            return {n: np.zeros((0, *self.manifest.output(n).shape[1:]), np.float32) for n in names}
+            return {n: np.zeros((0, *(d or 0 for d in self.manifest.output(n).shape[1:])), np.float32) for n in names}
         return self._runner.run(batch, names)
 
     def stream(self, images, batch_size: int = 256, outputs: Iterable[str] | None = None) -> Iterator[dict]:
@@ -233,6 +233,9 @@ def _chunks(items: Iterable, spec: InputSpec, batch_size: int,
     count = 0
     for item in items:
         part = to_batch(item, spec, check_values)
+        if pending and part.shape[1:] != pending[0].shape[1:]:
+            raise InputError(f"a batch holds samples of one size; got {list(pending[0].shape[1:])} and then "
+                             f"{list(part.shape[1:])}: pass samples of different sizes in separate calls")
         # Slice each part instead of re-joining the remainder: a large item is copied once.
         while len(part):
             take = min(batch_size - count, len(part))

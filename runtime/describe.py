@@ -24,8 +24,10 @@ def describe(manifest: Manifest, folder: Path, integrity: Sequence[str] = ()) ->
         lines.append(f"model         {src.get('name', '?')} from {src.get('file', '?')}, {src.get('params', '?')} "
                      f"parameters; ONNX opset {manifest.onnx.get('opset', '?')}")
     lines += [f"{'integrity' if i == 0 else '':14s}{line}" for i, line in enumerate(integrity)]
-    lines.append(f"input         {inp.name}: {inp.dtype} {_shape(inp.shape)} {inp.layout}; raw {pre.raw_dtype} "
-                 f"pixels * {pre.scale:.6g} + {pre.offset:g} -> [{lo:g}, {hi:g}]")
+    raw = (f"raw {pre.raw_dtype} pixels * {pre.scale:.6g} + {pre.offset:g} -> [{lo:g}, {hi:g}]"
+           if pre.raw_dtype == "uint8" and inp.dtype == "float32" else f"{pre.raw_dtype} values taken as given")
+    free = f"; free size along {inp.free_axes}" if inp.free_axes else ""
+    lines.append(f"input         {inp.name}: {inp.dtype} {_shape(inp.shape)} {inp.layout}; {raw}{free}")
     errors = _worst_errors(manifest.verification)
     rows = [[o.name, o.layer_class, _shape(o.shape), o.layout, o.role,
              f"max abs err {errors[o.name]:.2e}" if o.name in errors else ""] for o in manifest.outputs]
@@ -183,7 +185,7 @@ def backend_lines(only: list[str] | None = None) -> list[str]:
 
 
 def _shape(shape: Iterable) -> str:
-    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+    return "[" + ", ".join(("N" if i == 0 else "any") if d is None else str(d) for i, d in enumerate(shape)) + "]"
 
 
 def _table(rows: list[list[str]]) -> list[str]:

@@ -77,6 +77,9 @@ def read_image(path: str | os.PathLike, spec: InputSpec, invert: bool = False,
         DataError: the file is missing or not a readable image, over `max_pixels`, or Pillow is not installed.
         InputError: the model's input has a channel count other than 1 or 3.
     """
+    if not spec.is_image:
+        raise InputError(f"model input is {spec.layout} {list(spec.shape)}, not an image: image files do not apply; "
+                         "pass arrays (.npy, .npz, Zarr)")
     h, w, c = spec.image_shape
     if c not in _MODES:
         raise InputError(f"model input has {c} channels; image files convert to 1 (grayscale) or 3 (RGB) only")
@@ -106,9 +109,10 @@ def read_image(path: str | os.PathLike, spec: InputSpec, invert: bool = False,
         else:
             reason = str(exc).split("\n")[0]
         raise DataError(f"cannot read image {str(path)!r}: {reason}; expected {FORMATS_HINT}") from None
-    if img.size != (w, h):
-        img = img.resize((w, h), Image.Resampling.LANCZOS)
-    pixels = np.asarray(img, dtype=np.uint8).reshape(h, w, c)
+    size = (w or img.width, h or img.height)  # a free dimension (None) keeps the image's own size
+    if img.size != size:
+        img = img.resize(size, Image.Resampling.LANCZOS)
+    pixels = np.asarray(img, dtype=np.uint8).reshape(size[1], size[0], c)
     if invert:
         return 255 - pixels
     warn_if_inverted(pixels, spec, f"image {str(path)!r}")

@@ -58,6 +58,9 @@ def load_input(args: argparse.Namespace, model) -> tuple[np.ndarray, str]:
     Raises:
         DataError: an unreadable image or MNIST file. InputError: an index out of range.
     """
+    if not model.input_spec.is_image:
+        raise InputError(f"the model input is {model.input_spec.layout} {list(model.input_spec.shape)}, not an "
+                         "image: draw it from Python, viz.write_figures(model, sample, out)")
     if args.image is not None:
         from runtime.images import read_image
 

@@ -14,9 +14,10 @@ import numpy as np
 
 from runtime.artifacts.manifest import Manifest
 from runtime.errors import DataError, InputError
+from runtime.preprocess import to_batch
 
 from .figures import comparison_figure, layer_figure, save_grid, save_png
-from .tiling import SPATIAL_LAYOUTS
+from .tiling import DRAWABLE_LAYOUTS, tile
 
 COMPARISON = "comparison.png"
 
@@ -28,7 +29,7 @@ def select_layers(manifest: Manifest, requested: Sequence[str] | None = None) ->
         InputError: an unknown name, or an output that has no spatial maps (e.g. a dense layer).
     """
     available = manifest.output_names
-    drawable = [o.name for o in manifest.outputs if o.layout in SPATIAL_LAYOUTS]
+    drawable = [o.name for o in manifest.outputs if o.layout in DRAWABLE_LAYOUTS]
     if not requested:
         return [o.name for o in manifest.outputs if o.role == "feature_map" and o.name in drawable]
     names = list(dict.fromkeys(requested))  # de-duplicated, order kept
@@ -81,6 +82,9 @@ def write_figures(
         raise InputError(f"the artifacts expose no feature maps to draw; outputs: {model.output_names}")
     probs = _probability_output(manifest)
     acts = model.run(image, outputs=names + ([probs] if probs and probs not in names else []))
+    spec = model.input_spec
+    if not spec.is_image:  # a signal, volume or clip: drawn as its maps are (heat strip, depth slices)
+        image = tile(to_batch(image, spec)[0], spec.layout[1:], normalize="layer")
     layouts = {n: manifest.output(n).layout for n in names}
     out = Path(out)
     files = file_names(names)

@@ -16,7 +16,7 @@ import numpy as np
 from runtime.artifacts.atomic import atomic_write
 from runtime.errors import InputError
 
-from .tiling import as_hwc, grid_shape, tile
+from .tiling import as_hwc, grid_shape, layout_cols, tile
 
 if TYPE_CHECKING:  # only for annotations: importing matplotlib here would defeat the lazy import
     from matplotlib.figure import Figure
@@ -75,7 +75,7 @@ def grid_figure(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    x = as_hwc(maps, layout)
+    x, cols = as_hwc(maps, layout), layout_cols(np.shape(maps), layout, cols)
     mosaic = tile(x, "HWC", cols=cols, pad=pad, normalize=normalize)
     scale = scale or upscale_factor(mosaic.shape)
     mh, mw = mosaic.shape
@@ -121,7 +121,7 @@ def layer_figure(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    x = as_hwc(maps, layout)
+    x, cols = as_hwc(maps, layout), layout_cols(np.shape(maps), layout, cols)
     mosaic = tile(x, "HWC", cols=cols, pad=pad, normalize=normalize)
     scale = upscale_factor(mosaic.shape)
     mh, mw = mosaic.shape
@@ -235,7 +235,8 @@ def comparison_figure(
         h, w, c = x.shape
         shown = x[..., :max_maps]
         what = maps_shape_text(x) if c <= max_maps else f"first {max_maps} of {c} maps, {h}x{w}"
-        mosaic = tile(shown, "HWC", cols=cols, normalize=normalize)
+        layer_cols = layout_cols(np.shape(maps), layouts.get(name, "HWC"), cols)
+        mosaic = tile(shown, "HWC", cols=layer_cols, normalize=normalize)
         panels.append((f"{name}: {what}", shown, mosaic))
         smallest.append(MIN_MAP_PX * mosaic.shape[1] / min(h, w))  # panel px for maps of MIN_MAP_PX
     # Inches. On top: the input (prediction beneath) and, beside it, what black and white mean; below, one

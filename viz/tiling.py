@@ -4,6 +4,10 @@ Rules (the tests pin them):
 - Accepted layouts: "HWC", "CHW" (one sample) and "NHWC", "NCHW" (a batch holding exactly
   one sample). Non-spatial outputs ("NC", dense layers) are rejected with an InputError:
   a 1-pixel strip says nothing a bar chart would not say better.
+- 1-D maps ("WC", "NWC") are a heat strip: one row per channel, position left to right (one
+  column; rows stretched to at most STRIP_ROWS pixels). 3-D maps and frames ("DHWC", "THWC",
+  with N) are a grid of depth (time) slices: one row per channel, one column per slice.
+  Frames of 1-D maps ("TWC", "NTWC") are a map per channel: time down, position across.
 - Default column count: 8 when there are 16 maps or more (32 maps -> 4x8, 64 -> 8x8),
   else ceil(sqrt(C)); never more columns than maps. The last row may be partly empty
   (30 maps in 8 columns -> 4 rows, the last one holding 6 maps).
@@ -22,6 +26,10 @@ from runtime.errors import InputError
 
 NORMALIZATIONS = ("map", "layer", "none")
 SPATIAL_LAYOUTS = ("HWC", "CHW", "NHWC", "NCHW")
+STRIP_LAYOUTS = ("WC", "NWC")
+SLICE_LAYOUTS = ("DHWC", "NDHWC", "THWC", "NTHWC")
+DRAWABLE_LAYOUTS = (*SPATIAL_LAYOUTS, *STRIP_LAYOUTS, *SLICE_LAYOUTS, "TWC", "NTWC")
+STRIP_ROWS = 16  # most pixel rows per channel of a heat strip: a channel of W positions gets W // (4 C), 1..16
 WIDE_COLS = 8  # column count once there are at least WIDE_FROM maps
 WIDE_FROM = 16
 
@@ -55,9 +63,9 @@ def check_layout(layout: str) -> str:
     Raises:
         InputError: a layout without two spatial dimensions and a channel axis.
     """
-    if layout not in SPATIAL_LAYOUTS:
+    if layout not in DRAWABLE_LAYOUTS:
         raise InputError(
-            f"cannot draw layout {layout!r} as feature maps; expected one of {list(SPATIAL_LAYOUTS)} "
+            f"cannot draw layout {layout!r} as feature maps; expected one of {list(DRAWABLE_LAYOUTS)} "
             "(dense outputs such as 'NC' have no spatial maps)"
         )
     return layout
@@ -65,6 +73,8 @@ def check_layout(layout: str) -> str:
 
 def as_hwc(maps, layout: str = "HWC") -> np.ndarray:
     """Return one sample's maps as a float32 [H, W, C] array, whatever the accepted layout.
+
+    A heat strip (1-D) is [rows, W, C], each channel's row repeated; 3-D maps are [H, W, C * D], channel-major.
 
     Raises:
         InputError: unknown layout, rank not matching it, a batch of more than one sample,
@@ -84,10 +94,27 @@ def as_hwc(maps, layout: str = "HWC") -> np.ndarray:
         x, layout = x[0], layout[1:]
     if layout == "CHW":
         x = np.moveaxis(x, 0, -1)
+    elif layout == "WC":
+        w, c = x.shape
+        x = np.repeat(x[None], max(1, min(STRIP_ROWS, w // (4 * c))), axis=0)
+    elif layout in ("DHWC", "THWC"):
+        d, h, w, c = x.shape
+        x = x.transpose(1, 2, 3, 0).reshape(h, w, c * d)
     x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         raise InputError(f"feature maps contain {int(np.count_nonzero(~np.isfinite(x)))} NaN or infinite values")
     return x
+
+
+def layout_cols(shape: tuple, layout: str, cols: int | None = None) -> int | None:
+    """cols when given, else the layout's own: 1 for a heat strip, the slice count for 3-D maps (None: default_cols)."""
+    if cols is not None:
+        return cols
+    if layout in STRIP_LAYOUTS:
+        return 1
+    if layout in SLICE_LAYOUTS and len(shape) == len(layout):
+        return int(shape[layout.index(layout.lstrip("N")[0])])
+    return None
 
 
 def normalize_maps(x: np.ndarray, mode: str = "map") -> np.ndarray:
@@ -121,8 +148,8 @@ def tile(
 
     Args:
         maps: one sample's maps, shaped as `layout` says (a batch of one is accepted).
-        layout: "HWC", "CHW", "NHWC" or "NCHW" (the manifest's layout for runtime outputs).
-        cols: columns of the grid; default_cols(C) when None, capped at C.
+        layout: one of DRAWABLE_LAYOUTS (the manifest's layout for runtime outputs).
+        cols: columns of the grid; layout_cols when None (default_cols(C) for 2-D maps), capped at C.
         pad: pixels between tiles (0 for none).
         normalize: "map", "layer" or "none" (see normalize_maps).
         pad_value: value of padding and empty cells; None gives 1.0 (white) when normalised,
@@ -135,6 +162,7 @@ def tile(
     Raises:
         InputError: bad layout, shape, values, cols, pad or normalisation.
     """
+    cols = layout_cols(np.shape(maps), layout, cols)
     x = normalize_maps(as_hwc(maps, layout), normalize)
     h, w, c = x.shape
     rows, cols = grid_shape(c, cols)
@@ -152,6 +180,7 @@ def tile(
 
 
 __all__ = [
-    "NORMALIZATIONS", "SPATIAL_LAYOUTS", "default_cols", "grid_shape", "check_layout", "as_hwc",
+    "NORMALIZATIONS", "SPATIAL_LAYOUTS", "STRIP_LAYOUTS", "SLICE_LAYOUTS", "DRAWABLE_LAYOUTS", "layout_cols",
+    "default_cols", "grid_shape", "check_layout", "as_hwc",
     "normalize_maps", "tile",
 ]

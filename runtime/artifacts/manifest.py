@@ -19,7 +19,10 @@ from runtime.artifacts.hashing import MANIFEST, file_error, file_state, tree_fil
 from runtime.artifacts.paths import confine, open_inside, relative_path, safe_name
 from runtime.errors import ArtifactError
 
-SCHEMA_VERSION = 1
+# Version 2: inputs of rank 3-6 (layouts NWC ... NTDHWC), integer input dtypes, raw_dtype "float32" (values taken
+# as given), free dimensions (null: any size). Version-1 manifests (float32 NHWC images from uint8 pixels) are read.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 ONNX_FILE = "model.onnx"
 ONNX_DATA_FILE = "model.onnx.data"  # ONNX external data beside ONNX_FILE, for graphs over 2 GB
 SAVED_MODEL_DIR = "saved_model"
@@ -28,6 +31,12 @@ INPUT_NAME = "image"
 
 # Layout of an output by rank, for channels-last layers (Keras' default).
 LAYOUTS = {2: "NC", 3: "NWC", 4: "NHWC", 5: "NDHWC"}
+# Inputs: 1-D, 2-D, 3-D, and frames of them (T: a time axis, as TimeDistributed takes).
+INPUT_LAYOUTS = ("NWC", "NHWC", "NDHWC", "NTWC", "NTHWC", "NTDHWC")
+INPUT_DTYPES = ("float32", "uint8", "int8", "uint16", "int16", "int32")
+# raw_dtype "uint8": raw pixels, x * scale + offset; "float32": values taken as given (not a picture: no
+# range); an integer input dtype: the model takes those integers as declared (scale 1, offset 0).
+RAW_DTYPES = ("uint8", "float32", *INPUT_DTYPES[2:])
 ROLES = ("model_output", "feature_map")
 
 # Limits of a manifest read from an untrusted folder; real ones are far inside them.
@@ -39,7 +48,8 @@ MAX_SCALE = 1e6  # |scale| and |offset| of the preprocessing
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How raw pixels become the model input: x * scale + offset, applied to integer pixels."""
+    """How raw values become the model input: x * scale + offset for raw uint8 pixels; raw_dtype "float32" takes
+    values as given (no pixel range), an integer raw_dtype passes those integers as the model declares them."""
 
     raw_dtype: str = "uint8"
     scale: float = 1.0 / 255.0
@@ -48,7 +58,9 @@ class Preprocessing:
 
     @cached_property  # read on every run(): computed once
     def value_range(self) -> tuple[float, float]:
-        """The range the model input takes when raw pixels span 0..255."""
+        """The range the model input takes when raw pixels span 0..255 (unbounded for values taken as given)."""
+        if self.raw_dtype != "uint8":
+            return -math.inf, math.inf
         ends = sorted((self.offset, 255.0 * self.scale + self.offset))
         return ends[0], ends[1]
 
@@ -57,14 +69,24 @@ class Preprocessing:
 class InputSpec:
     name: str
     dtype: str
-    shape: tuple  # (None, H, W, C): batch dimension dynamic
-    layout: str
+    shape: tuple  # (None, H, W, C), (None, W, C), ...: batch dimension dynamic; None elsewhere: a free size
+    layout: str  # one of INPUT_LAYOUTS
     preprocessing: Preprocessing
 
     @cached_property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of one image."""
+    def image_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: (H, W, C) of an image, (W, C) of a signal, (D, H, W, C) of a volume or clip."""
         return tuple(self.shape[1:])
+
+    @property
+    def free_axes(self) -> str:
+        """The axes whose size is free (any size the model accepts), e.g. "HW" for a fully convolutional net."""
+        return "".join(a for a, d in zip(self.layout[1:], self.shape[1:]) if d is None)
+
+    @property
+    def is_image(self) -> bool:
+        """Whether one sample is a 2-D image [H, W, C] (what the image helpers, the explorer and viz inputs draw)."""
+        return self.layout == "NHWC"
 
 
 @dataclass(frozen=True)
@@ -236,25 +258,33 @@ def validate(d: Any) -> None:
         ArtifactError: one line naming the first field that is wrong, what was expected and what was found.
     """
     version = d.get("schema_version") if isinstance(d, dict) else None
-    if type(version) is not int or version != SCHEMA_VERSION:  # bool is an int: True is not version 1
+    if type(version) is not int or version not in READABLE_VERSIONS:  # bool is an int: True is not version 1
         raise ArtifactError(
             f"manifest schema_version is {version!r}; this runtime reads version {SCHEMA_VERSION}"
-            " (re-export the model with this version of featuremaps)"
+            f" (and {', '.join(map(str, READABLE_VERSIONS[:-1]))}; re-export the model with this version of "
+            "featuremaps)"
         )
     _check_depth(d)
     _keys(d, "manifest", _FIELDS, required={"schema_version", "input", "outputs"})
     inp = _of(d["input"], dict, "input", "an object")
     _keys(inp, "input", _INPUT_FIELDS, required=_INPUT_FIELDS)
     _expect(inp["name"] == INPUT_NAME, "input.name", f"{INPUT_NAME!r}", inp["name"])
-    _expect(inp["dtype"] == "float32", "input.dtype", "'float32'", inp["dtype"])
-    _expect(inp["layout"] == "NHWC", "input.layout", "'NHWC'", inp["layout"])
-    _shape(inp["shape"], "input.shape", ranks=(4,))
+    v1 = version == 1  # version 1: float32 NHWC images from uint8 pixels only
+    dtypes, layouts, raws = (("float32",), ("NHWC",), ("uint8",)) if v1 else (INPUT_DTYPES, INPUT_LAYOUTS, RAW_DTYPES)
+    _expect(inp["dtype"] in dtypes, "input.dtype", f"one of {list(dtypes)}", inp["dtype"])
+    _expect(inp["layout"] in layouts, "input.layout", f"one of {list(layouts)}", inp["layout"])
+    _shape(inp["shape"], "input.shape", ranks=(len(inp["layout"]),), free=not v1)
+    _expect(v1 or inp["shape"][-1] is not None, "input.shape", "a fixed channel count", inp["shape"])
     pre = _of(inp["preprocessing"], dict, "input.preprocessing", "an object")
     _keys(pre, "input.preprocessing", _PRE_FIELDS, required=set())
-    _expect(pre.get("raw_dtype", "uint8") == "uint8", "input.preprocessing.raw_dtype", "'uint8'", pre.get("raw_dtype"))
+    raw = pre.get("raw_dtype", "uint8")
+    _expect(raw in raws and raw in ("uint8", "float32", inp["dtype"]), "input.preprocessing.raw_dtype",
+            f"one of {list(raws)}, an integer one only as the input dtype", raw)
     for key in ("scale", "offset"):
         if key in pre:
             _number(pre[key], f"input.preprocessing.{key}", nonzero=key == "scale")
+    _expect(raw == "uint8" or (pre.get("scale"), pre.get("offset", 0)) == (1, 0), "input.preprocessing",
+            "scale 1 and offset 0 unless raw_dtype is 'uint8'", pre)
     _text(pre.get("reason", ""), "input.preprocessing.reason", empty=True)
     outputs = _of(d["outputs"], list, "outputs", "a non-empty list")
     _expect(0 < len(outputs) <= 100_000, "outputs", "a list of 1 to 100000 outputs", f"{len(outputs)} entries")
@@ -267,7 +297,7 @@ def validate(d: Any) -> None:
         seen.add(o["name"])
         for key in ("layer", "layer_class"):
             _text(o[key], f"{where}.{key}")
-        _shape(o["shape"], f"{where}.shape", ranks=range(2, 9))
+        _shape(o["shape"], f"{where}.shape", ranks=range(2, 9), free=not v1)
         _expect(isinstance(o["layout"], str) and _LAYOUT.fullmatch(o["layout"]), f"{where}.layout",
                 "1-16 letters or digits", o["layout"])
         _expect(o["role"] in ROLES, f"{where}.role", f"one of {list(ROLES)}", o["role"])
@@ -313,11 +343,12 @@ def _keys(d: dict, where: str, allowed: set, required: set) -> None:
     _expect(not missing, where, f"an object with fields {sorted(allowed)}", f"missing field(s) {missing}")
 
 
-def _shape(shape: Any, where: str, ranks) -> None:
+def _shape(shape: Any, where: str, ranks, free: bool = False) -> None:
     expected = f"[null, d1, ...] of rank {'/'.join(map(str, ranks)) if len(ranks) < 3 else f'{ranks[0]}-{ranks[-1]}'}" \
-               f" with dimensions 1..{MAX_DIM}"
+               f" with dimensions 1..{MAX_DIM}{' or null (free)' if free else ''}"
     _expect(isinstance(shape, list) and len(shape) in ranks and shape[0] is None
-            and all(type(n) is int and 0 < n <= MAX_DIM for n in shape[1:]), where, expected, shape)
+            and all((type(n) is int and 0 < n <= MAX_DIM) or (free and n is None) for n in shape[1:]), where,
+            expected, shape)
 
 
 def _number(value: Any, where: str, nonzero: bool = False) -> None:
@@ -347,7 +378,8 @@ def belongs_to(rel: str, prefix: str) -> bool:
 
 
 __all__ = [
-    "SCHEMA_VERSION", "belongs_to", "ONNX_FILE", "ONNX_DATA_FILE", "SAVED_MODEL_DIR", "SIGNATURE", "INPUT_NAME",
+    "SCHEMA_VERSION", "READABLE_VERSIONS", "INPUT_LAYOUTS", "INPUT_DTYPES", "RAW_DTYPES", "belongs_to",
+    "ONNX_FILE", "ONNX_DATA_FILE", "SAVED_MODEL_DIR", "SIGNATURE", "INPUT_NAME",
     "LAYOUTS", "MANIFEST",
     "Preprocessing", "InputSpec", "OutputSpec", "Manifest", "read_manifest", "verify_files_against", "tree_files",
     "listed_files", "unlisted_files", "validate", "MAX_MANIFEST_BYTES", "MAX_DEPTH",

@@ -68,7 +68,7 @@ def extract(options: ExtractOptions) -> ExtractResult:
         raise DataError("`compress=True` applies to .npz output; a .zarr store is always compressed (Blosc LZ4)")
     paths = input_paths(options)  # before loading the model: cheap mistakes first
     with load_model(options.artifacts, options.backend, options.device) as model:
-        empty = model.run(np.zeros((0, *model.input_spec.image_shape), np.uint8), options.outputs)  # checks names
+        empty = model.run(np.zeros((0,), np.uint8), options.outputs)  # checks names
         names = list(empty)
         sources = open_inputs(paths, model, options)
         total = sum(s.count for s in sources)
@@ -76,7 +76,8 @@ def extract(options: ExtractOptions) -> ExtractResult:
         attrs = summary(model.manifest, Path(options.artifacts), names)
         with open_writer(out, total, options.batch_size, options.compress, attrs) as writer, \
                 progress_bar(total, options.quiet) as bar:
-            writer.append(empty)  # every output exists, with zero rows if the input is empty
+            if total == 0 or not model.input_spec.free_axes:  # free sizes: the first batch sets the row shape
+                writer.append(empty)  # every output exists, with zero rows if the input is empty
 
             def consume(item: tuple) -> None:
                 batch, maps = item

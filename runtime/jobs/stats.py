@@ -148,8 +148,14 @@ class Stats:
         maps = feature_map_outputs(manifest)
         wrong = [n for n in names if n not in maps]
         if wrong or not names:
-            raise InputError(f"statistics cover feature-map outputs (rank-4 NHWC); got {wrong or names}; "
-                             f"available: {maps}")
+            other = [f"{o.name} ({o.layout})" for o in manifest.outputs if o.role == "feature_map"
+                     and o.name not in maps]
+            this = f"; this model's {', '.join(other)} are not covered (read them with runtime run)" if other else ""
+            raise InputError(f"statistics cover 2-D feature maps of images (rank-4 NHWC); got {wrong or names}; "
+                             f"available: {maps}{this}")
+        if manifest.input.free_axes:
+            raise InputError(f"statistics need one input size, and these artifacts take any size along "
+                             f"{manifest.input.free_axes}; re-export the model with a fixed input shape for them")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"k must be a positive integer; got {k!r}")
         self.manifest, self.k, self.bins, self.threshold = manifest, k, bins, float(threshold)

@@ -20,7 +20,7 @@ from runtime.artifacts.atomic import atomic_write, build_dir, replace_dir
 from runtime.artifacts.hashing import MANIFEST, sha256_file
 from runtime.artifacts.manifest import Manifest
 from runtime.artifacts.paths import confine, safe_name
-from runtime.errors import DataError, TargetChanged
+from runtime.errors import DataError, InputError, TargetChanged
 
 SUFFIXES = (".npz", ".zarr")
 # Blosc with LZ4 at level 6, no shuffle: on ReLU maps (70-80% exact zeros) it measured 0.295x the raw
@@ -117,9 +117,11 @@ class _Writer:
                 self.specs[name], self.counts[name] = (array.shape[1:], array.dtype), 0
                 self._open(safe_name(name), array)
             row_shape, dtype = self.specs[name]
-            if array.shape[1:] != row_shape or array.dtype != dtype:  # a backend bug, not a user error
-                raise RuntimeError(f"output {name!r} changed from {row_shape} {dtype} to {array.shape[1:]} "
-                                   f"{array.dtype} between batches")
+            if array.shape[1:] != row_shape and array.dtype == dtype:  # inputs of several sizes (free dimensions)
+                raise InputError(f"output {name!r} has rows of {list(row_shape)} and then {list(array.shape[1:])}: "
+                                 "one file holds outputs of one input size; write other sizes to another `out`")
+            if array.dtype != dtype:  # a backend bug, not a user error
+                raise RuntimeError(f"output {name!r} changed from {dtype} to {array.dtype} between batches")
             if len(array):
                 try:
                     self._write(name, array)

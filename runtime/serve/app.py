@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from importlib import metadata
 from pathlib import Path
 
@@ -38,6 +39,7 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "tf": "tensorflow_savedmodel"}
 # JSON spells a float32 in at most about 24 characters: no useful request is larger than this
 # many bytes per input value (plus room for the JSON around it).
 BYTES_PER_VALUE, BODY_SLACK = 24, 64 * 1024
+FREE_DIM_LIMIT = 256  # a free input dimension (any size) counts this much in the request body limit
 
 
 class _TooLarge(Exception):
@@ -50,8 +52,8 @@ class _TooSlow(Exception):
 
 def request_limit(model: Model, max_batch: int) -> int:
     """The largest request body accepted: max_batch images spelled out as JSON."""
-    h, w, c = model.input_spec.image_shape
-    return BODY_SLACK + max_batch * h * w * c * BYTES_PER_VALUE
+    sample = math.prod(d or FREE_DIM_LIMIT for d in model.input_spec.image_shape)
+    return BODY_SLACK + max_batch * sample * BYTES_PER_VALUE
 
 
 def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float = 0.0,

@@ -24,7 +24,7 @@ from runtime.errors import InputError
 
 @dataclass
 class _Job:
-    batch: np.ndarray  # float32 [n, H, W, C], already checked by to_batch
+    batch: np.ndarray  # [n, *sample], already checked by to_batch; a batch runs jobs of one sample size
     names: list[str]
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
@@ -98,7 +98,8 @@ class Batcher:
                     job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if job is _STOP or count + len(job.batch) > self.max_batch:
+                full = job is _STOP or count + len(job.batch) > self.max_batch
+                if full or job.batch.shape[1:] != first.batch.shape[1:]:  # a batch holds one sample size
                     carry = job  # runs first in the next batch (or stops the worker after this one)
                     break
                 jobs.append(job)

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.artifacts.manifest import Manifest
+from runtime.artifacts.manifest import MAX_DIM, Manifest
 from runtime.errors import InputError
 
 HEADER_LENGTH = "inference-header-content-length"
 # The input datatypes accepted: preprocessed floats, or raw pixels that the manifest's
 # preprocessing scales (as Model.run does).
-INPUT_DTYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
+INPUT_DTYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1"), "INT8": np.dtype("i1"), "UINT16": np.dtype("<u2"),
+                "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4")}  # integers: pixels, or a model's declared input
 OUTPUT_DATATYPE = "FP32"  # every output of the artifacts is float32
 
 
@@ -95,14 +96,15 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 
 def _tensor(tensor: dict, binary: bytes, manifest: Manifest) -> np.ndarray:
-    h, w, c = manifest.input.image_shape
+    sample = list(manifest.input.image_shape)
     datatype, shape = tensor.get("datatype"), tensor.get("shape")
     if datatype not in INPUT_DTYPES:
         raise InputError(f"input datatype {_short(datatype)} is not accepted; expected one of {list(INPUT_DTYPES)}")
-    ok = (isinstance(shape, list) and len(shape) == 4 and all(type(d) is int for d in shape)
-          and shape[0] >= 1 and shape[1:] == [h, w, c])
+    ok = (isinstance(shape, list) and len(shape) == len(sample) + 1 and all(type(d) is int for d in shape)
+          and shape[0] >= 1 and all(d == s or (s is None and 0 < d <= MAX_DIM) for d, s in zip(shape[1:], sample)))
     if not ok:
-        raise InputError(f"input shape {_short(shape)} does not match the model's [N, {h}, {w}, {c}] with N >= 1")
+        shown = ", ".join(["N", *("any" if s is None else str(s) for s in sample)])
+        raise InputError(f"input shape {_short(shape)} does not match the model's [{shown}] with N >= 1")
     dtype, count = INPUT_DTYPES[datatype], math.prod(shape)
     size = _object(tensor.get("parameters"), "input 'parameters'").get("binary_data_size")
     if size is not None:

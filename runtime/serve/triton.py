@@ -44,13 +44,19 @@ class TritonOptions:
                              f"{self.kind!r}")
 
 
+# The manifest's input dtypes as Triton names them.
+TRITON_TYPES = {"float32": "TYPE_FP32", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8", "uint16": "TYPE_UINT16",
+                "int16": "TYPE_INT16", "int32": "TYPE_INT32"}
+
+
 def config_text(manifest: Manifest, name: str, options: TritonOptions | None = None) -> str:
     """config.pbtxt in protobuf text format (Triton's model_config.proto) for model `name`, from the manifest."""
     options = options or TritonOptions()
 
     def tensor(t) -> str:
         dims = ", ".join("-1" if d is None else str(int(d)) for d in t.shape[1:])  # without the batch
-        return f'  {{\n    name: "{t.name}"\n    data_type: TYPE_FP32\n    dims: [ {dims} ]\n  }}'
+        kind = TRITON_TYPES[getattr(t, "dtype", "float32")]  # outputs are float32
+        return f'  {{\n    name: "{t.name}"\n    data_type: {kind}\n    dims: [ {dims} ]\n  }}'
 
     return "\n".join([
         f'name: "{name}"',

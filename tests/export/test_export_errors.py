@@ -102,7 +102,7 @@ def test_unsupported_suffix(capsys, tmp_path):
 
 def test_no_conv_layer(capsys, tmp_path, dense_only_model):
     err = cli_error(capsys, "--model", str(dense_only_model), "--out", str(tmp_path / "a"))
-    assert "has no Conv2D, DepthwiseConv2D, SeparableConv2D or Conv2DTranspose layer" in err
+    assert "has no convolution (Conv1D/2D/3D, transposed, depthwise or separable)" in err
     assert "'flat'" in err and "--layers" in err
 
 

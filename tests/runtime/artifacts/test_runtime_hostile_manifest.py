@@ -46,7 +46,7 @@ LIES = [
     ("input.preprocessing.scale", NAN, "preprocessing.scale must be a finite non-zero number"),
     ("input.preprocessing.scale", 0, "preprocessing.scale must be a finite non-zero number"),
     ("input.preprocessing.offset", float("inf"), "preprocessing.offset must be a finite number"),
-    ("input.preprocessing.raw_dtype", "float64", "raw_dtype must be 'uint8'"),
+    ("input.preprocessing.raw_dtype", "float64", "raw_dtype must be one of ['uint8', 'float32'"),
     ("outputs", [], "outputs must be a list of 1 to 100000 outputs"),
     ("outputs.1.name", "../../escaped", "'../../escaped' is not allowed"),
     ("outputs.1.name", "/abs/victim", "'/abs/victim' is not allowed"),

@@ -124,3 +124,15 @@ def test_read_manifest_round_trips_and_can_skip_file_checks(artifacts_copy, refe
     assert manifest.schema_version == SCHEMA_VERSION and set(manifest.files) >= {"model.onnx"}
     flip_byte(artifacts_copy / "model.onnx")
     assert read_manifest(artifacts_copy, verify_files=False).output_names == manifest.output_names
+
+
+def test_version_1_manifests_are_still_read(artifacts_copy, digits):
+    """Schema 2 widened the input (rank 3-6, integer dtypes, values taken as given); version 1 keeps its rules."""
+    edit_manifest(artifacts_copy, lambda d: d.update(schema_version=1))
+    with runtime.load(artifacts_copy) as model:
+        assert model.manifest.schema_version == 1 and model.run(digits[0][:2])["conv2d"].shape[0] == 2
+    edit_manifest(artifacts_copy, lambda d: d["input"].update(layout="NWC", shape=[None, 28, 28]))
+    with pytest.raises(ArtifactError, match=r"input.layout must be one of \['NHWC'\]"):
+        read_manifest(artifacts_copy, verify_files=False)
+    edit_manifest(artifacts_copy, lambda d: d.update(schema_version=2))
+    assert read_manifest(artifacts_copy, verify_files=False).input.layout == "NWC"

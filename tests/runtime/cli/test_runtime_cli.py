@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.artifacts.manifest import read_manifest
+from runtime.artifacts.manifest import SCHEMA_VERSION, read_manifest
 from runtime.cli.main import main
 from runtime.cli.process import run_cli
 from runtime.compare import compare_outputs, failures
@@ -54,7 +54,7 @@ def test_info_describes_the_artifacts_and_backends(capsys, reference_artifacts):
     code, out, err = cli(capsys, "info", reference_artifacts)
     assert code == 0 and err == ""
     saved_model = sum(rel.startswith("saved_model/") for rel in read_manifest(reference_artifacts).files)
-    for expected in ("schema 1", "mnist_cnn from mnist_cnn.keras",
+    for expected in (f"schema {SCHEMA_VERSION}", "mnist_cnn from mnist_cnn.keras",
                      "integrity     onnx: model.onnx matches its sha256",
                      f"              tf: saved_model/ ({saved_model} files) match their sha256",
                      "              other: preview_conv2d.png matches its sha256",

@@ -171,7 +171,7 @@ def test_stats_cli_errors_are_one_line_and_write_nothing(capsys, tmp_path, digit
     keep = tmp_path / "keep"
     keep.mkdir()
     for extra, message in ((["--bins", "10"], "bins must be a power of two"),
-                           (["--outputs", "dense_1"], "statistics cover feature-map outputs"),
+                           (["--outputs", "dense_1"], "statistics cover 2-D feature maps"),
                            (["--k", "0"], "k must be a positive integer"),
                            (["--out", str(keep)], "exists and is not a stats folder")):
         argv = ["stats", str(reference_artifacts), "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "s")]

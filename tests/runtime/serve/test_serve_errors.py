@@ -40,7 +40,7 @@ CASES = {
     "unknown input name": ({"inputs": [{**tensor(ONE), "name": "pixels"}]}, None, 400, "unknown input 'pixels'"),
     "wrong shape": ({"inputs": [tensor(np.zeros((1, 28, 27, 1), np.float32))]}, None, 400, "[N, 28, 28, 1]"),
     "wrong rank": ({"inputs": [tensor(np.zeros((28, 28), np.float32))]}, None, 400, "does not match"),
-    "wrong datatype": ({"inputs": [tensor(ONE, "FP64")]}, None, 400, "['FP32', 'UINT8']"),
+    "wrong datatype": ({"inputs": [tensor(ONE, "FP64")]}, None, 400, "['FP32', 'UINT8', 'INT8'"),
     "too few values": ({"inputs": [{**tensor(ONE), "data": [0.5] * 700}]}, None, 400, "784"),
     "strings as data": ({"inputs": [{**tensor(ONE), "data": ["a"] * 784}]}, None, 400, "784 numbers"),
     "UINT8 out of range": ({"inputs": [tensor(np.full((1, 28, 28, 1), 300), "UINT8")]}, None, 400, "0..255"),

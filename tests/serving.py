@@ -32,7 +32,7 @@ class Server:
             self.banner = lines.get(timeout=START_TIMEOUT_S)
         except queue.Empty:
             self.banner = ""
-        match = re.search(r"at (http://127\.0\.0\.1:\d+)/v2/models/(\S+)", self.banner)
+        match = re.search(r"at (http://127\.0\.0\.1:\d+)/v2/models/([^\s;]+)", self.banner)
         if not match:
             self.proc.kill()
             self.proc.wait()

@@ -1,0 +1,74 @@
+"""The in-flight bytes budget: what requests being read, run and answered may hold in memory, all together.
+
+An infer request takes its body's bytes as they arrive, then, once parsed, what its input batch, outputs and
+response will need; everything is given back when the response has been handed to the client's socket
+(or the client is gone). Past the budget a request is refused at once with 503 and Retry-After, so that
+a flood of large requests, or of clients that never read, cannot take the server's memory.
+Single-threaded: only the event loop calls it.
+"""
+from __future__ import annotations
+
+from starlette.responses import Response
+
+
+class OverBudget(Exception):
+    """More bytes than the budget has left (503, retry) or than it has at all (413)."""
+
+    def __init__(self, wanted: int, left: int, total: int):
+        super().__init__(wanted, left, total)
+        self.wanted, self.left, self.total = wanted, left, total
+
+    @property
+    def ever(self) -> bool:
+        """Whether the request could be served by an idle server."""
+        return self.wanted <= self.total
+
+
+class Budget:
+    def __init__(self, total: int):
+        self.total, self.used, self.peak = total, 0, 0
+
+    def hold(self) -> Hold:
+        return Hold(self)
+
+
+class Hold:
+    """One request's share of a Budget; release() is idempotent."""
+
+    __slots__ = ("budget", "bytes")
+
+    def __init__(self, budget: Budget):
+        self.budget, self.bytes = budget, 0
+
+    def take(self, n: int) -> None:
+        """Raises OverBudget, taking nothing, if n more bytes do not fit."""
+        b = self.budget
+        if b.used + n > b.total:
+            raise OverBudget(self.bytes + n, b.total - b.used, b.total)
+        b.used += n
+        self.bytes += n
+        if b.used > b.peak:
+            b.peak = b.used
+
+    def release(self) -> None:
+        self.budget.used -= self.bytes
+        self.bytes = 0
+
+
+class HeldResponse(Response):
+    """A Response that releases its Hold once its bytes have left the process for the client's socket, or the client
+    is gone. The body goes out as one message and an empty last one: uvicorn writes the first at once and makes
+    the second wait (its flow control) while the client has not taken the bytes, so the hold lasts as long as the
+    memory does (runtime/serve/connections.py drops a client that never reads)."""
+
+    def __init__(self, content: bytes, headers: dict, hold: Hold):
+        super().__init__(content, headers=headers)
+        self.hold = hold
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": self.body, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            self.hold.release()

@@ -75,6 +75,10 @@ class Served:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stats(self) -> tuple[int, int]:
         status, body = request(self, "GET", f"/v2/models/{self.name}/stats")
         s = json.loads(body)["model_stats"][0]
@@ -187,11 +191,11 @@ def throughput(args, model, images: np.ndarray, folder: Path) -> list[dict]:
             runs: dict[str, list] = {k: [] for k in servers}
             for _ in range(args.rounds):
                 for key, server in servers.items():
-                    before = server.stats()
+                    before, cpu = server.stats(), server.cpu_s()
                     result = wrk(server, lua, args.seconds)
-                    after = server.stats()
+                    cpu, after = server.cpu_s() - cpu, server.stats()
                     batch = (after[0] - before[0]) / max(1, after[1] - before[1])
-                    result["batch"] = batch
+                    result["batch"], result["cpu_us"] = batch, 1e6 * cpu / max(1, after[0] - before[0])
                     if key == "protected":
                         result["stream"] = stream_rate(model, images, max(1, round(batch)), args.seconds / 2)
                     runs[key].append(result)
@@ -342,8 +346,9 @@ def report(args, rows: list[dict], found: list[tuple[str, str]]) -> str:
            f"--rounds {args.rounds}`. Default settings (max batch {MAX_BATCH}).", "",
            f"## Throughput: wrk -t1 -c{CONNECTIONS}, one prebuilt binary request, every output binary", "",
            "| images per request | protected: images/s (median of rounds) | baseline: images/s | protected / baseline |"
+           " server CPU per image: protected / baseline |"
            " in-process stream at the formed batch | protected / stream (target >= 0.6x at 8) | formed batch |"
-           " p50 / p99 latency | errors |", "|---|---|---|---|---|---|---|---|---|"]
+           " p50 / p99 latency | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         n = row["per_request"]
         p = row["protected"]
@@ -351,15 +356,22 @@ def report(args, rows: list[dict], found: list[tuple[str, str]]) -> str:
         base = [r["rps"] * n for r in row.get("baseline", [])]
         ratios = [o / b for o, b in zip(ours, base)]
         streams = [o / r["stream"] for o, r in zip(ours, p)]
+        cpu = [r["cpu_us"] for r in p]
+        cpu_ratio = [a["cpu_us"] / b["cpu_us"] for a, b in zip(p, row.get("baseline", []))]
         out.append(f"| {n} | {statistics.median(ours):,.0f} ({', '.join(f'{x:,.0f}' for x in ours)}) | "
                    + (f"{statistics.median(base):,.0f} ({', '.join(f'{x:,.0f}' for x in base)}) | "
                       f"**{statistics.median(ratios):.3f}x** ({', '.join(f'{x:.3f}' for x in ratios)}) | "
-                      if base else "- | - | ")
+                      f"{statistics.median(cpu):.0f} / {statistics.median(r['cpu_us'] for r in row['baseline']):.0f} "
+                      f"us: **{statistics.median(cpu_ratio):.3f}x** |"
+                      if base else f"- | - | {statistics.median(cpu):.0f} us / - | ")
                    + f"{statistics.median(r['stream'] for r in p):,.0f} | **{statistics.median(streams):.2f}x** "
                    f"({', '.join(f'{x:.2f}' for x in streams)}) | {statistics.median(r['batch'] for r in p):.1f} | "
                    f"{statistics.median(r['p50_ms'] for r in p):.1f} / {statistics.median(r['p99_ms'] for r in p):.1f}"
                    f" ms | {sum(r['errors'] for r in p)} |")
-    out += ["", "Rounds alternate the two servers (same machine, same minute); the ratio is per round.", "",
+    load = os.getloadavg()
+    out += ["", "Rounds alternate the two servers (same machine, same minute); each ratio is per round, the median "
+            "is bold. Server CPU per image (user + system, /proc) is the steadier measure where other work shares "
+            f"the cores (load average at the end: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}).", "",
             "## Floods (this tree, default settings)", "", "| flood | result |", "|---|---|"]
     out += [f"| {what} | {result} |" for what, result in found]
     return "\n".join(out) + "\n"

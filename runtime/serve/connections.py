@@ -5,15 +5,16 @@ uvicorn (0.55) has an idle keep-alive timeout (armed only after a response) and 
 (a 503 once the request is parsed), but nothing bounds a connection that never finishes its headers,
 how many headers bytes it sends, how many connections are open, or how long a response may sit unread
 in the write buffer. GuardedProtocol adds these to uvicorn's httptools protocol through its documented
-`http` setting (a protocol class), so the request path keeps uvicorn's speed: the checks run once per
-connection or per request head, never per body byte.
+`http` setting (a protocol class), so the request path keeps uvicorn's speed: a few attribute writes per
+request, and one sweep a few times a second over the open connections instead of a timer per request.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from runtime.serve.guard import SECURITY_HEADERS
 
 MAX_HEADER_BYTES = 64 * 1024  # request line + headers: tritonclient and browsers send well under 2 KB
 
@@ -21,8 +22,9 @@ MAX_HEADER_BYTES = 64 * 1024  # request line + headers: tritonclient and browser
 def _canned(status: str, message: str, *headers: bytes) -> bytes:
     """A whole response that closes the connection, written before (or instead of) parsing a request."""
     body = b'{"error": "%s"}' % message.encode()
+    security = [f"{k}: {v}".encode() for k, v in SECURITY_HEADERS]
     return b"\r\n".join([b"HTTP/1.1 " + status.encode(), b"content-type: application/json", b"connection: close",
-                          *headers, b"content-length: %d" % len(body), b"", body])
+                          *security, *headers, b"content-length: %d" % len(body), b"", body])
 
 
 _TOO_MANY = _canned("503 Service Unavailable", "too many open connections; retry", b"retry-after: 1")
@@ -48,84 +50,82 @@ def protocol_class(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
 
 class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus: per connection, when its current request head began (None once the
+    head is complete), when it went idle (None while served) and since when its write buffer is stuck. One
+    sweep per server checks them a few times a second: no timer per request."""
+
     limits = ConnectionLimits()
+    _sweeping = False  # set on the class protocol_class made: one sweep per server
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        self._idle_since: float | None = time.monotonic()  # None while a request is being served
+        now = self.loop.time()
+        self._head_since: float | None = now
+        self._idle_since: float | None = now
         self._head_bytes = 0
-        self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
-        self._send_timer = None
+        self._stalled: tuple[float, int] | None = None  # (since, bytes unsent then) while writing is paused
+        cls = type(self)
+        if not cls._sweeping:
+            cls._sweeping = True
+            _sweep(self.loop, self.connections, self.limits)
         if len(self.connections) > self.limits.max_connections and not _evict_one(self.connections, self):
             transport.write(_TOO_MANY)
             transport.close()
 
-    def connection_lost(self, exc) -> None:
-        self._cancel_timers()
-        super().connection_lost(exc)
-
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._head_timer is not None and not self.transport.is_closing():  # the head is still incomplete
+        if self._head_since is not None and not self.transport.is_closing():  # the head is still incomplete
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEADER_BYTES:
-                self._cancel_timers()
+                self._head_since = None
                 self.transport.write(_HEADERS_TOO_LARGE)
                 self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._head_timer is None:  # a keep-alive connection's next request
-            self._head_bytes = 0
-            self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
+        if self._head_since is None:  # a keep-alive connection's next request
+            self._head_since, self._head_bytes = self.loop.time(), 0
 
     def on_headers_complete(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-        self._idle_since = None
+        self._head_since = self._idle_since = None
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
-        self._idle_since = time.monotonic()
+        self._idle_since = self.loop.time()
         super().on_response_complete()
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._send_timer is None:
-            self._send_timer = self.loop.call_later(self.limits.send_timeout_s, self._send_check,
-                                                    self.transport.get_write_buffer_size())
+        self._stalled = (self.loop.time(), self.transport.get_write_buffer_size())
 
     def resume_writing(self) -> None:
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
+        self._stalled = None
         super().resume_writing()
-
-    def _send_check(self, unsent: int) -> None:
-        """The write buffer stayed above its high-water mark for send_timeout_s: drop the connection unless it shrank
-        (a slow reader that keeps reading is left alone)."""
-        now = self.transport.get_write_buffer_size()
-        if now < unsent:
-            self._send_timer = self.loop.call_later(self.limits.send_timeout_s, self._send_check, now)
-        else:
-            self._send_timer = None
-            self.transport.abort()  # close() would wait for the unread bytes; connection_lost releases the sender
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        self.transport.abort()
-
-    def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._send_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = self._send_timer = None
 
     @property
     def evictable_since(self) -> float | None:
         """When this connection went idle or began sending a head not yet complete; None while it is served."""
-        return self._idle_since if self._send_timer is None else None
+        return self._idle_since if self._stalled is None else None
+
+
+def _sweep(loop, connections, limits: ConnectionLimits) -> None:
+    """Drop connections whose head is overdue, or whose unsent bytes have not shrunk for send_timeout_s (a slow
+    reader that keeps reading is left alone); then run again."""
+    now = loop.time()
+    for c in list(connections):
+        head, stalled = getattr(c, "_head_since", None), getattr(c, "_stalled", None)
+        if head is not None and now - head > limits.header_timeout_s:
+            c._head_since = None
+            c.transport.abort()
+        elif stalled is not None and now - stalled[0] > limits.send_timeout_s:
+            unsent = c.transport.get_write_buffer_size()
+            if unsent < stalled[1]:
+                c._stalled = (now, unsent)
+            else:
+                c._stalled = None
+                c.transport.abort()  # close() would wait for the unread bytes; connection_lost releases the sender
+    interval = min(1.0, max(0.05, min(limits.header_timeout_s, limits.send_timeout_s) / 4))
+    loop.call_later(interval, _sweep, loop, connections, limits)
 
 
 def _evict_one(connections, newcomer) -> bool:

@@ -111,7 +111,7 @@ def serve(artifacts: str | os.PathLike, options: ServeOptions | None = None,
 
         from runtime.serve.app import create_app
         from runtime.serve.connections import ConnectionLimits, protocol_class
-        from runtime.serve.guard import Guard, RateLimitFilter, allowed_hosts
+        from runtime.serve.guard import SECURITY_HEADERS, Guard, RateLimitFilter, allowed_hosts
     except ImportError as exc:
         raise UsageError(f"serving needs the [serve] extra ({exc}); install it with "
                          "`pip install 'featuremaps[serve]'`") from None
@@ -130,7 +130,7 @@ def serve(artifacts: str | os.PathLike, options: ServeOptions | None = None,
         # No X-Forwarded-* rewriting (proxy_headers): nothing here reads the client's address, and
         # that middleware would run on every request.
         config = uvicorn.Config(app, http=protocol_class(limits), log_level="warning", access_log=False,
-                                server_header=False, proxy_headers=False,
+                                server_header=False, proxy_headers=False, headers=SECURITY_HEADERS,
                                 timeout_keep_alive=options.keepalive_timeout_s,
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
         logging.getLogger("uvicorn.error").addFilter(RateLimitFilter())  # after Config has set up logging

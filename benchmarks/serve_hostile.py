@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CONNECTIONS, MAX_BATCH = 32, 64
+CONNECTIONS, MAX_BATCH = int(os.environ.get("WRK_C", 32)), 64
 LUA = """local f = assert(io.open("{path}", "rb"))
 wrk.body = f:read("*a")
 f:close()

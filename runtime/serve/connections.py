@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from runtime.serve.budget import CONNECTION
 from runtime.serve.guard import SECURITY_HEADERS
 
 MAX_HEADER_BYTES = 64 * 1024  # request line + headers: tritonclient and browsers send well under 2 KB
@@ -64,6 +65,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._idle_since: float | None = now
         self._head_bytes = 0
         self._stalled: tuple[float, int] | None = None  # (since, bytes unsent then) while writing is paused
+        self._drained: list = []  # callbacks for when the write buffer drains or the connection is lost
         cls = type(self)
         if not cls._sweeping:
             cls._sweeping = True
@@ -81,8 +83,26 @@ class GuardedProtocol(HttpToolsProtocol):
                 self.transport.write(_HEADERS_TOO_LARGE)
                 self.transport.close()
 
+    def connection_lost(self, exc) -> None:
+        super().connection_lost(exc)
+        self._run_drained()
+
+    def call_when_drained(self, callback) -> bool:
+        """Call `callback` once the write buffer drains (or the connection is lost): True, or False (and nothing
+        kept) if it is not over its high-water mark now."""
+        if not self.flow.write_paused:
+            return False
+        self._drained.append(callback)
+        return True
+
+    def _run_drained(self) -> None:
+        callbacks, self._drained = self._drained, []
+        for callback in callbacks:
+            callback()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[CONNECTION] = self
         if self._head_since is None:  # a keep-alive connection's next request
             self._head_since, self._head_bytes = self.loop.time(), 0
 
@@ -101,6 +121,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def resume_writing(self) -> None:
         self._stalled = None
         super().resume_writing()
+        if self._drained:
+            self._run_drained()
 
     @property
     def evictable_since(self) -> float | None:

@@ -5,9 +5,9 @@ server, and no traceback ever (one rate-limited log line instead); and the prote
   127.0.0.1 (DNS rebinding) still sends `Host: rebind.evil.example`: any Host not allowed gets 421.
 - Origin: a browser names the page that sent a request; a POST (infer, repository index) from a page
   not served here gets 403. Clients that are not browsers (tritonclient, curl) send no Origin.
-- Headers: a Content-Security-Policy without inline script or style and with frame-ancestors 'none',
-  nosniff and no Referer, on the page and the API alike. uvicorn adds them to every response, as it adds
-  its date header (its `headers` setting): cheaper than wrapping each ASGI send.
+- Headers: a Content-Security-Policy without inline script or style and with frame-ancestors 'none' (which
+  replaces X-Frame-Options), nosniff and no Referer, on the page and the API alike. uvicorn adds them to
+  every response, as it adds its date header (its `headers` setting): cheaper than wrapping each ASGI send.
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ SECURITY_HEADERS = [
     ("content-security-policy", CSP),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "no-referrer"),
-    ("x-frame-options", "DENY"),
     ("cross-origin-resource-policy", "same-origin"),
 ]
 LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")

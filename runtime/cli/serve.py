@@ -35,13 +35,41 @@ def add_parser(sub) -> None:
                         "spin against the HTTP event loop; more pays off only for large batches on many cores)")
     p.add_argument("--body-timeout-s", type=float, default=30.0,
                    help="a request body must arrive within this time, else 408 (default: 30)")
+    g = p.add_argument_group("network safety", "defaults that hold on a hostile network (README, \"Threat model\")")
+    g.add_argument("--allow-host", action="append", default=[], metavar="NAME[:PORT]",
+                   help="also answer requests whose Host is NAME (a reverse proxy's or a Kubernetes service's name; "
+                        "repeatable; '*': any). Default: only the bound address, localhost, 127.0.0.1 and [::1] "
+                        "with the port; other Hosts get 421 (DNS rebinding)")
+    g.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let pages from ORIGIN (scheme://host[:port]) POST requests (repeatable; '*': any). "
+                        "Default: only the server's own page; others get 403")
+    g.add_argument("--header-timeout-s", type=float, default=5.0,
+                   help="a request line and headers must arrive within this time, else the connection is dropped "
+                        "(default: 5)")
+    g.add_argument("--keepalive-timeout-s", type=float, default=5.0,
+                   help="an idle keep-alive connection is closed after this time (default: 5)")
+    g.add_argument("--send-timeout-s", type=float, default=10.0,
+                   help="a response the client does not read for this long is dropped (default: 10)")
+    g.add_argument("--max-connections", type=int, default=512,
+                   help="most open connections; past it the longest idle one is closed, else 503 (default: 512, "
+                        "kept under the open-file limit)")
+    g.add_argument("--budget-mb", type=float, default=256.0,
+                   help="most request and response bytes in flight, all together; past it 503 with Retry-After "
+                        "(default: 256)")
+    g.add_argument("--max-json-mb", type=float, default=16.0,
+                   help="largest JSON response; larger ones are refused with a hint to ask for binary outputs "
+                        "(default: 16)")
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(host=args.host, port=args.port, name=args.name, backend=args.backend, device=args.device,
                            max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, threads=args.threads,
-                           body_timeout_s=args.body_timeout_s)
+                           body_timeout_s=args.body_timeout_s, allow_hosts=tuple(args.allow_host),
+                           allow_origins=tuple(args.allow_origin), header_timeout_s=args.header_timeout_s,
+                           keepalive_timeout_s=args.keepalive_timeout_s, send_timeout_s=args.send_timeout_s,
+                           max_connections=args.max_connections, budget_mb=args.budget_mb,
+                           max_json_mb=args.max_json_mb)
 
     def announce(serving: Serving) -> None:
         say(f"serving model {serving.name!r} ({serving.backend} on {serving.device}, max batch {options.max_batch}, "

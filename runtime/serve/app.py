@@ -10,7 +10,8 @@
     GET  /explorer/samples                        the shipped test digits, for 28x28x1 models
     GET  /                                        runtime/serve/static/ (index.html)
 
-Every error is a 4xx (5xx for a server fault) with {"error": "..."}.
+Every error is a 4xx (5xx for a server fault) with {"error": "..."}. The defences in front of it (Host, Origin,
+headers, no tracebacks) are runtime/serve/guard.py; those of the connections, runtime/serve/connections.py.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from runtime.api import Model
 from runtime.errors import InputError
 from runtime.preprocess import to_batch
 from runtime.serve.batcher import Batcher
+from runtime.serve.budget import Budget, HeldResponse, OverBudget
 from runtime.serve.protocol import HEADER_LENGTH, encode_infer, model_metadata, parse_infer
 
 STATIC = Path(__file__).parent / "static"
@@ -40,6 +42,12 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "tf": "tensorflow_savedmodel"}
 # many bytes per input value (plus room for the JSON around it).
 BYTES_PER_VALUE, BODY_SLACK = 24, 64 * 1024
 FREE_DIM_LIMIT = 256  # a free input dimension (any size) counts this much in the request body limit
+# What a JSON output value costs the server, at most: its text (a float32 as its shortest float64 repr, comma
+# included, is at most 24 characters; 12.7 on average for the reference CNN's feature maps), and the float32
+# result plus the Python float and list slot that json.dumps walks (4 + 24 + 8).
+JSON_TEXT_PER_VALUE, JSON_WORK_PER_VALUE = 24, 36
+BODY_TYPES = ("application/json", "application/octet-stream")
+RETRY_AFTER_S = 1
 
 
 class _TooLarge(Exception):
@@ -56,14 +64,18 @@ def request_limit(model: Model, max_batch: int) -> int:
     return BODY_SLACK + max_batch * sample * BYTES_PER_VALUE
 
 
-def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float = 0.0,
-               body_timeout_s: float = 30.0) -> Starlette:
+def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float = 0.0, body_timeout_s: float = 30.0,
+               budget_bytes: int = 256 << 20, max_json_bytes: int = 16 << 20) -> Starlette:
     """An ASGI app serving `model` as `name`; its lifespan starts and stops the batching worker.
 
     A request body must arrive within body_timeout_s (a stalled client gets 408, not a held slot).
+    Infer requests in flight hold at most budget_bytes together (runtime/serve/budget.py; past it: 503
+    and Retry-After); a response whose JSON could exceed max_json_bytes is refused (400), naming binary outputs.
     """
     limit = request_limit(model, max_batch)
     state: dict = {}
+    budget = Budget(budget_bytes)
+    sizes = _Sizes(model)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -112,12 +124,20 @@ def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float
         check_model(request)
         if not ready():
             return _error(503, "the server is shutting down")
-        body = await _read_body(request, limit, body_timeout_s)
-        parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), model.manifest)
-        batch = to_batch(parsed.images, model.input_spec)  # NaN/inf and value range
-        results = await state["batcher"].run(batch, parsed.outputs)
-        chunks, headers = encode_infer(parsed, name, results)
-        return Response(b"".join(chunks), headers=headers)
+        _check_content_type(request)
+        hold = budget.hold()
+        try:
+            body = await _read_body(request, limit, body_timeout_s, hold)
+            parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), model.manifest)
+            hold.take(_working_bytes(sizes, parsed, max_json_bytes))
+            batch = to_batch(parsed.images, model.input_spec)  # NaN/inf and value range
+            results = await state["batcher"].run(batch, parsed.outputs)
+            chunks, headers = encode_infer(parsed, name, results)
+            del body, parsed, batch, results
+            return HeldResponse(b"".join(chunks), headers, hold)  # gives the hold back once sent
+        except BaseException:
+            hold.release()
+            raise
 
     async def repository_index(request: Request) -> Response:
         # Triton's model repository extension (tritonclient's get_model_repository_index): how the
@@ -141,16 +161,55 @@ def create_app(model: Model, name: str, max_batch: int = 64, max_delay_ms: float
         Mount("/", StaticFiles(directory=STATIC, html=True)),
     ]
     handlers = {InputError: _bad_request, HTTPException: _http_error, _TooLarge: _too_large, _TooSlow: _too_slow,
-                ClientDisconnect: _disconnected, Exception: _server_fault}
+                ClientDisconnect: _disconnected, OverBudget: _over_budget, Exception: _server_fault}
     return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
 
 
-async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+def _check_content_type(request: Request) -> None:
+    """415 unless the body is declared JSON or binary: no simple cross-site request (text/plain, a form) reaches
+    the model. No Content-Type is accepted from clients that are not browsers (tritonclient sends none)."""
+    declared = request.headers.get("content-type")
+    if declared is None and "origin" not in request.headers:
+        return
+    media = (declared or "").partition(";")[0].strip().lower()
+    if media not in BODY_TYPES:
+        raise HTTPException(415, f"Content-Type {(declared or 'missing')[:100]!r} is not accepted; send "
+                                 f"{' or '.join(BODY_TYPES)}")
+
+
+class _Sizes:
+    """Values per image of each output, and bytes per float32 input image."""
+
+    def __init__(self, model: Model):
+        self.outputs = {o.name: math.prod(o.shape[1:]) for o in model.manifest.outputs}
+        self.input = 4 * math.prod(model.input_spec.image_shape)
+
+
+def _working_bytes(sizes: _Sizes, parsed, max_json_bytes: int) -> int:
+    """What running and answering `parsed` holds: the float32 batch, the outputs and the response body.
+
+    Raises:
+        InputError: the JSON part of the response could exceed max_json_bytes.
+    """
+    n, per_image = len(parsed.images), sizes.outputs
+    values = sum(per_image[o] for o in parsed.outputs) * n
+    json_values = sum(per_image[o] for o in parsed.outputs if not parsed.binary[o]) * n
+    if json_values * JSON_TEXT_PER_VALUE > max_json_bytes:
+        raise InputError(f"the response would hold {json_values} values as JSON (up to "
+                         f"{json_values * JSON_TEXT_PER_VALUE} bytes), over this server's JSON limit of "
+                         f"{max_json_bytes} bytes; ask for binary outputs (parameters.binary_data_output: true, "
+                         "or binary_data per output), fewer outputs or fewer images")
+    return sizes.input * n + 8 * values + (JSON_TEXT_PER_VALUE + JSON_WORK_PER_VALUE) * json_values
+
+
+async def _read_body(request: Request, limit: int, timeout_s: float, hold) -> bytes:
     """The body, refused (413) as soon as it is known to exceed limit (never buffered past it), or
-    (408) when it has not all arrived within timeout_s."""
+    (408) when it has not all arrived within timeout_s; its bytes are taken from `hold` (OverBudget)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge(int(declared), limit)
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise _TooLarge(int(declared), limit)
+        hold.take(int(declared))
     chunks, size = [], 0
     try:
         async with asyncio.timeout(timeout_s):
@@ -158,6 +217,8 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
                 size += len(chunk)
                 if size > limit:
                     raise _TooLarge(size, limit)
+                if declared is None:
+                    hold.take(len(chunk))
                 chunks.append(chunk)
     except TimeoutError:
         raise _TooSlow(size, timeout_s) from None
@@ -187,12 +248,23 @@ async def _too_slow(request: Request, exc: _TooSlow) -> Response:
     return _error(408, f"request body not received within {timeout_s:g} s (got {size} bytes); send it at once")
 
 
+async def _over_budget(request: Request, exc: OverBudget) -> Response:
+    if not exc.ever:
+        return _error(413, f"this request needs {exc.wanted} bytes in flight, over this server's budget of "
+                           f"{exc.total} bytes; send fewer images or ask for fewer outputs")
+    response = _error(503, f"the server is busy ({exc.total - exc.left} of {exc.total} in-flight bytes taken, "
+                           f"this request needs {exc.wanted}); retry after {RETRY_AFTER_S} s")
+    response.headers["retry-after"] = str(RETRY_AFTER_S)
+    return response
+
+
 async def _disconnected(request: Request, exc: ClientDisconnect) -> Response:
     return _error(400, "client disconnected before sending the whole request")  # nobody reads it
 
 
 async def _server_fault(request: Request, exc: Exception) -> Response:
-    # A bug or a backend failure: the client gets the protocol's error form; uvicorn logs the traceback.
+    # A bug or a backend failure: the client gets the protocol's error form; Starlette re-raises it, and
+    # runtime/serve/guard.py logs one rate-limited line (never the traceback).
     return _error(500, f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}")
 
 

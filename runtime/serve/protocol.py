@@ -62,8 +62,8 @@ def parse_infer(body: bytes, header_length: str | None, manifest: Manifest) -> I
     json_part, binary = _split(body, header_length)
     try:
         request = json.loads(json_part)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"request is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5000-digit integer, 100,000-deep nesting
+        raise InputError(f"request is not valid JSON: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(request, dict):
         raise InputError(f"request must be a JSON object; got {type(request).__name__}")
     params = _object(request.get("parameters"), "request 'parameters'")
@@ -127,7 +127,7 @@ def _tensor(tensor: dict, binary: bytes, manifest: Manifest) -> np.ndarray:
         if data.size != count:
             raise ValueError(f"{data.size} values for shape {shape} ({count} expected)")
         return _cast(data, dtype, datatype).reshape(shape)
-    except ValueError as exc:
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise InputError(f"input 'data' must be {count} numbers ({datatype}, flat or nested): {exc}") from None
 
 

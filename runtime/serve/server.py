@@ -3,10 +3,15 @@ server's lifecycle (`python -m runtime serve` is its command line: runtime/cli/s
 
 Binds 127.0.0.1 by default. SIGINT and SIGTERM stop accepting connections, finish the requests
 in flight, stop the batching worker and close the model.
+
+Safe by default on a hostile network (README, "Threat model"): only its own Host names and Origin
+(runtime/serve/guard.py), bounded connections (runtime/serve/connections.py) and bounded memory
+(runtime/serve/budget.py). TLS and authentication belong in a gateway in front of it.
 """
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -26,7 +31,7 @@ class ServeOptions:
     """How `serve` runs the model: where it listens, on what, and how it batches.
 
     Raises:
-        UsageError: max_batch < 1, max_delay_ms < 0, port outside 0..65535 or body_timeout_s <= 0.
+        UsageError: max_batch < 1, max_delay_ms < 0, port outside 0..65535, a timeout, size or count not > 0.
     """
 
     host: str = "127.0.0.1"  # this machine only
@@ -38,12 +43,29 @@ class ServeOptions:
     max_delay_ms: float = 0.0  # how long a batch that is not full waits for more requests
     threads: int | None = None  # the backend's intra-op threads; None: 1 for onnx (see serve), else its default
     body_timeout_s: float = 30.0  # a request body must arrive within this time, else 408
+    # Who may talk to it: Host names beyond the bound address, localhost, 127.0.0.1 and [::1] (a proxy's
+    # or a Kubernetes service's name; '*': any), and origins of pages allowed to POST ('*': any).
+    allow_hosts: tuple[str, ...] = ()
+    allow_origins: tuple[str, ...] = ()
+    header_timeout_s: float = 5.0  # a request line and headers must arrive within this time, else dropped
+    keepalive_timeout_s: float = 5.0  # an idle keep-alive connection is closed after this time
+    send_timeout_s: float = 10.0  # a response the client does not read for this long is dropped
+    max_connections: int = 512  # open connections (also kept under the process's file descriptor limit)
+    budget_mb: float = 256.0  # bytes of requests and responses in flight, all together, else 503
+    max_json_mb: float = 16.0  # largest JSON response; larger ones are refused, naming binary outputs
 
     def __post_init__(self):
         if self.max_batch < 1 or self.max_delay_ms < 0 or not 0 <= self.port <= 65535 or not self.body_timeout_s > 0:
             raise UsageError(f"expected `max_batch` >= 1, `max_delay_ms` >= 0, `port` 0..65535 and "
                              f"`body_timeout_s` > 0; got {self.max_batch}, {self.max_delay_ms:g}, {self.port}, "
                              f"{self.body_timeout_s:g}")
+        positive = ("header_timeout_s", "keepalive_timeout_s", "send_timeout_s", "max_connections", "budget_mb",
+                    "max_json_mb")
+        bad = [f"`{field}` {getattr(self, field)}" for field in positive if not getattr(self, field) > 0]
+        if bad:
+            raise UsageError(f"expected a value > 0; got {', '.join(bad)}")
+        object.__setattr__(self, "allow_hosts", tuple(self.allow_hosts))
+        object.__setattr__(self, "allow_origins", tuple(self.allow_origins))
 
 
 class Serving(NamedTuple):
@@ -88,6 +110,8 @@ def serve(artifacts: str | os.PathLike, options: ServeOptions | None = None,
         import uvicorn
 
         from runtime.serve.app import create_app
+        from runtime.serve.connections import ConnectionLimits, protocol_class
+        from runtime.serve.guard import SECURITY_HEADERS, Guard, RateLimitFilter, allowed_hosts
     except ImportError as exc:
         raise UsageError(f"serving needs the [serve] extra ({exc}); install it with "
                          "`pip install 'featuremaps[serve]'`") from None
@@ -96,13 +120,20 @@ def serve(artifacts: str | os.PathLike, options: ServeOptions | None = None,
     threads = {"threads": default if options.threads is None else options.threads}
     with sock, load(artifacts, backend=options.backend, device=options.device, **threads) as model:
         name = model_name(model.manifest, options.name)
-        app = create_app(model, name, options.max_batch, options.max_delay_ms, options.body_timeout_s)
+        app = create_app(model, name, options.max_batch, options.max_delay_ms, options.body_timeout_s,
+                         int(options.budget_mb * 2**20), int(options.max_json_mb * 2**20))
         host, port = sock.getsockname()[:2]
         url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        app = Guard(app, allowed_hosts(host, port, options.allow_hosts), options.allow_origins)
+        limits = ConnectionLimits(options.header_timeout_s, _connection_cap(options.max_connections),
+                                  options.send_timeout_s)
         # No X-Forwarded-* rewriting (proxy_headers): nothing here reads the client's address, and
         # that middleware would run on every request.
-        config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, proxy_headers=False,
+        config = uvicorn.Config(app, http=protocol_class(limits), log_level="warning", access_log=False,
+                                server_header=False, proxy_headers=False, headers=SECURITY_HEADERS,
+                                timeout_keep_alive=options.keepalive_timeout_s,
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+        logging.getLogger("uvicorn.error").addFilter(RateLimitFilter())  # after Config has set up logging
         if on_ready is not None:
             on_ready(Serving(name, model.backend, model.device, url))
         # What exists now (modules, the model, the app) lives as long as the process: keep it out of
@@ -111,6 +142,18 @@ def serve(artifacts: str | os.PathLike, options: ServeOptions | None = None,
         # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal: run_cli
         # reports it as "interrupted" (exit 130 or 143) after the model is closed.
         uvicorn.Server(config).run(sockets=[sock])
+
+
+def _connection_cap(wanted: int) -> int:
+    """wanted, kept 32 below the soft limit on open files (the model, the event loop and the log need some), so
+    that accept() never fails for lack of descriptors: the cap refuses or evicts first."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError):
+        return wanted
+    return wanted if soft == resource.RLIM_INFINITY else max(1, min(wanted, soft - 32))
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -39,9 +39,11 @@ def reference(reference_artifacts):
         yield model
 
 
+# wait_for_function gets functions, not expressions: Playwright would eval an expression, which the page's
+# Content-Security-Policy (script-src 'self') forbids, as it should.
 def open_explorer(page, server) -> None:
     page.goto(f"{server.url}/?model={server.name}")
-    page.wait_for_function("window.explorer.ready")
+    page.wait_for_function("() => window.explorer.ready")
 
 
 def last(page, shape) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -68,14 +70,14 @@ def stroke(page, points, wait_each: bool = False) -> None:
         before = page.evaluate("window.explorer.responses")
         page.mouse.move(x, y, steps=4)
         if wait_each:  # the maps update while the button is still down
-            page.wait_for_function(f"window.explorer.responses > {before}")
+            page.wait_for_function(f"() => window.explorer.responses > {before}")
     page.mouse.up()
 
 
 def wait_rendered(page, layer: str) -> None:
     page.wait_for_function(
-        f"document.querySelector('details[data-layer=\"{layer}\"]').dataset.rendered == window.explorer.responses "
-        "&& !window.explorer.busy")
+        f"() => document.querySelector('details[data-layer=\"{layer}\"]').dataset.rendered "
+        "== window.explorer.responses && !window.explorer.busy")
 
 
 def expected_mosaic(maps: np.ndarray, cols: int = 8) -> np.ndarray:
@@ -88,7 +90,7 @@ def expected_mosaic(maps: np.ndarray, cols: int = 8) -> np.ndarray:
 def test_drawing_updates_the_maps_with_the_servers_numbers(page, server, reference):
     open_explorer(page, server)
     stroke(page, [(0.5, 0.15), (0.5, 0.4), (0.52, 0.65), (0.5, 0.85)], wait_each=True)
-    page.wait_for_function("window.explorer.responses >= 3")
+    page.wait_for_function("() => window.explorer.responses >= 3")
     wait_rendered(page, "conv2d")
     pixels, outputs = last(page, (28, 28, 1))
     assert pixels.max() == 255 and (pixels == 0).mean() > 0.5  # a white stroke on black
@@ -100,7 +102,7 @@ def test_drawing_updates_the_maps_with_the_servers_numbers(page, server, referen
     before = gray
     # a second stroke: new pixels, new maps drawn
     stroke(page, [(0.2, 0.5), (0.8, 0.5)])
-    page.wait_for_function("window.explorer.last.pixels.reduce((a, b) => a + b) > %d" % pixels.sum())
+    page.wait_for_function("() => window.explorer.last.pixels.reduce((a, b) => a + b) > %d" % pixels.sum())
     wait_rendered(page, "conv2d")
     pixels2, outputs2 = last(page, (28, 28, 1))
     assert_same_as_runtime(reference, pixels2, outputs2)
@@ -117,7 +119,7 @@ def test_uploads_and_shipped_digits_reach_the_model_unchanged(page, server, refe
     png = tmp_path / "digit.png"
     Image.fromarray(x[3]).save(png)  # 28x28: no resizing, so the page must send exactly these pixels
     page.set_input_files("#upload", str(png))
-    page.wait_for_function("window.explorer.responses >= 1")
+    page.wait_for_function("() => window.explorer.responses >= 1")
     pixels, outputs = last(page, (28, 28, 1))
     np.testing.assert_array_equal(pixels[..., 0], x[3])
     assert_same_as_runtime(reference, pixels, outputs)
@@ -128,13 +130,13 @@ def test_uploads_and_shipped_digits_reach_the_model_unchanged(page, server, refe
     buffer = io.BytesIO()
     big.save(buffer, format="PNG")
     page.set_input_files("#upload", files=[{"name": "photo.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
-    page.wait_for_function("window.explorer.responses >= 2")
+    page.wait_for_function("() => window.explorer.responses >= 2")
     pixels, outputs = last(page, (28, 28, 1))
     assert_same_as_runtime(reference, pixels, outputs)
 
     # a shipped digit: the server's samples, drawn on the pad and sent as they are
     page.click("#samples button[data-index='0']")
-    page.wait_for_function("window.explorer.responses >= 3")
+    page.wait_for_function("() => window.explorer.responses >= 3")
     pixels, outputs = last(page, (28, 28, 1))
     np.testing.assert_array_equal(pixels[..., 0], x[0])
     assert page.errors == []
@@ -143,7 +145,7 @@ def test_uploads_and_shipped_digits_reach_the_model_unchanged(page, server, refe
 def test_a_clicked_map_is_enlarged_with_its_channel_and_range(page, server):
     open_explorer(page, server)
     page.click("#samples button[data-index='1']")
-    page.wait_for_function("window.explorer.responses >= 1")
+    page.wait_for_function("() => window.explorer.responses >= 1")
     wait_rendered(page, "conv2d")
     _, outputs = last(page, (28, 28, 1))
     maps = outputs["conv2d"][0]
@@ -164,7 +166,7 @@ def test_a_clicked_map_is_enlarged_with_its_channel_and_range(page, server):
 
     # per-layer normalisation redraws the grid with one scale for all maps
     page.select_option("#norm", "layer")
-    page.wait_for_function("document.querySelector('details[data-layer=\"conv2d\"]').dataset.rendered")
+    page.wait_for_function("() => document.querySelector('details[data-layer=\"conv2d\"]').dataset.rendered")
     drawn = page.evaluate(MOSAIC, "conv2d")
     gray = np.asarray(drawn["rgba"], np.float64).reshape(drawn["height"], drawn["width"], 4)[..., 0]
     from viz.tiling import tile
@@ -179,7 +181,7 @@ def test_collapsed_layers_are_drawn_only_when_opened(page, server):
     open_explorer(page, server)
     page.click("details[data-layer='conv2d_1'] summary")
     page.click("#samples button[data-index='2']")
-    page.wait_for_function("window.explorer.responses >= 1 && !window.explorer.busy")
+    page.wait_for_function("() => window.explorer.responses >= 1 && !window.explorer.busy")
     wait_rendered(page, "conv2d")
     closed = page.locator("details[data-layer='conv2d_1']")
     assert closed.get_attribute("open") is None and closed.get_attribute("data-rendered") is None
@@ -199,7 +201,7 @@ def test_the_page_at_the_root_finds_the_served_model(page, server):
     index = tritonclient.http.InferenceServerClient(server.host_port).get_model_repository_index()
     assert index == [{"name": server.name, "version": "1", "state": "READY"}]
     page.goto(f"{server.url}/")
-    page.wait_for_function("window.explorer.ready")
+    page.wait_for_function("() => window.explorer.ready")
     assert page.inner_text("#model-name") == f"model {server.name}"
     assert page.errors == []
 
@@ -221,7 +223,8 @@ def test_a_three_channel_model_of_another_size(page, zoo_artifacts):
             == [32, 32]
         page.locator("#colour").fill("#ff8000")
         stroke(page, [(0.3, 0.3), (0.7, 0.7)])
-        page.wait_for_function("window.explorer.responses >= 1 && window.explorer.last.pixels.some(v => v == 128)")
+        page.wait_for_function(
+            "() => window.explorer.responses >= 1 && window.explorer.last.pixels.some(v => v == 128)")
         pixels, outputs = last(page, (32, 32, 3))
         stroked = pixels.max(axis=-1) > 0
         assert stroked.any() and (pixels[stroked][:, 2] == 0).all()  # orange: red and green, no blue

@@ -43,7 +43,8 @@ async function findModel() {
   if (asked) return asked;
   let index;
   try {
-    index = await getJSON("v2/repository/index", { method: "POST", body: "{}" });
+    index = await getJSON("v2/repository/index",
+      { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
   } catch (err) {
     throw new Error("which model? open this page as /?model=NAME (the name the server printed at start)");
   }

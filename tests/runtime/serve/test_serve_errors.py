@@ -108,7 +108,7 @@ def test_body_over_the_limit(healthy):
 def test_client_disconnects_mid_request(healthy, sent):
     host, port = healthy.host_port.split(":")
     with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(f"POST /v2/models/{healthy.name}/infer HTTP/1.1\r\nHost: {host}\r\n"
+        s.sendall(f"POST /v2/models/{healthy.name}/infer HTTP/1.1\r\nHost: {host}:{port}\r\n"
                   f"Content-Type: application/json\r\nContent-Length: 50000\r\n\r\n".encode() + b"{" * sent)
     # The `healthy` fixture then checks the server still answers; a good request still works:
     assert post(healthy, {"inputs": [tensor(ONE)]}).status_code == 200
@@ -120,8 +120,8 @@ def test_stalled_body_gets_408(reference_artifacts):
     try:
         host, port = srv.host_port.split(":")
         with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(f"POST /v2/models/{srv.name}/infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
-                      "\r\nContent-Length: 5000\r\n\r\n{".encode())
+            s.sendall(f"POST /v2/models/{srv.name}/infer HTTP/1.1\r\nHost: {srv.host_port}\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{".encode())
             answer = b""
             while b"}" not in answer:  # bounded by the socket timeout
                 chunk = s.recv(4096)

@@ -16,6 +16,8 @@ from runtime.serve.server import ServeOptions, Serving, model_name, serve
     ({"max_delay_ms": -1}, "`max_delay_ms` >= 0"),
     ({"port": 70000}, "`port` 0..65535"),
     ({"body_timeout_s": 0}, "`body_timeout_s` > 0"),
+    ({"header_timeout_s": 0, "budget_mb": -1}, "a value > 0; got `header_timeout_s` 0, `budget_mb` -1"),
+    ({"max_connections": 0}, "`max_connections` 0"),
 ])
 def test_options_name_their_parameters(changes, words):
     with pytest.raises(UsageError, match=re.escape(words)) as caught:
@@ -61,3 +63,13 @@ def test_busy_port_and_unresolvable_host(reference_artifacts):
             serve(reference_artifacts, ServeOptions(port=port))
     with pytest.raises(UsageError, match="cannot resolve `host` 'no such host'"):
         serve(reference_artifacts, ServeOptions(host="no such host", port=0))
+
+
+def test_allowed_hosts_are_the_bound_address_and_loopback_names_with_the_port():
+    from runtime.serve.guard import allowed_hosts
+
+    exact, names = allowed_hosts("::1", 8000, ["api.example", "Proxy.example:443"])
+    assert exact == {b"[::1]:8000", b"localhost:8000", b"127.0.0.1:8000", b"proxy.example:443"}
+    assert names == {b"api.example"}
+    exact, _ = allowed_hosts("10.0.0.5", 80)
+    assert b"10.0.0.5" in exact and b"10.0.0.5:80" in exact and b"localhost" in exact

@@ -178,11 +178,18 @@ def _check_content_type(request: Request) -> None:
 
 
 class _Sizes:
-    """Values per image of each output, and bytes per float32 input image."""
+    """Values per image of each output, and bytes per float32 input image, for a request's image shape.
+
+    A free dimension of an output (a model of any input size) is counted as the request's largest
+    input dimension: a fully convolutional model's maps are at most about as large as its input.
+    """
 
     def __init__(self, model: Model):
-        self.outputs = {o.name: math.prod(o.shape[1:]) for o in model.manifest.outputs}
-        self.input = 4 * math.prod(model.input_spec.image_shape)
+        self.shapes = {o.name: tuple(o.shape[1:]) for o in model.manifest.outputs}
+
+    def outputs(self, image_shape: tuple) -> dict[str, int]:
+        largest = max(image_shape, default=1)
+        return {name: math.prod(largest if d is None else d for d in shape) for name, shape in self.shapes.items()}
 
 
 def _working_bytes(sizes: _Sizes, parsed, max_json_bytes: int) -> int:
@@ -191,7 +198,8 @@ def _working_bytes(sizes: _Sizes, parsed, max_json_bytes: int) -> int:
     Raises:
         InputError: the JSON part of the response could exceed max_json_bytes.
     """
-    n, per_image = len(parsed.images), sizes.outputs
+    n, image_shape = len(parsed.images), tuple(parsed.images.shape[1:])
+    per_image = sizes.outputs(image_shape)
     values = sum(per_image[o] for o in parsed.outputs) * n
     json_values = sum(per_image[o] for o in parsed.outputs if not parsed.binary[o]) * n
     if json_values * JSON_TEXT_PER_VALUE > max_json_bytes:
@@ -199,7 +207,7 @@ def _working_bytes(sizes: _Sizes, parsed, max_json_bytes: int) -> int:
                          f"{json_values * JSON_TEXT_PER_VALUE} bytes), over this server's JSON limit of "
                          f"{max_json_bytes} bytes; ask for binary outputs (parameters.binary_data_output: true, "
                          "or binary_data per output), fewer outputs or fewer images")
-    return sizes.input * n + 8 * values + (JSON_TEXT_PER_VALUE + JSON_WORK_PER_VALUE) * json_values
+    return 4 * math.prod(image_shape) * n + 8 * values + (JSON_TEXT_PER_VALUE + JSON_WORK_PER_VALUE) * json_values
 
 
 async def _read_body(request: Request, limit: int, timeout_s: float, hold) -> bytes:

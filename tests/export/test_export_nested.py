@@ -102,8 +102,9 @@ def test_list_layers_prints_the_tree(capsys, two_bases_file):
                         (" ", 4, "left/left_inner", "Sequential", "[None, 8, 8, 4]"),
                         ("*", 6, "left/left_inner/conv", "Conv2D", "[None, 8, 8, 4]")]
     assert rows[-1] == (" ", 2, "probs", "Dense", "[None, 2]")
-    assert lines[-1] == ("11 layers; '*' marks the 5 exposed by default (every Conv2D, DepthwiseConv2D, "
-                         "SeparableConv2D, Conv2DTranspose); --layers takes the paths shown")
+    assert lines[-1] == ("11 layers; '*' marks the 5 exposed by default (every Conv1D, Conv2D, Conv3D, "
+                         "Conv1DTranspose, Conv2DTranspose, Conv3DTranspose, DepthwiseConv1D, DepthwiseConv2D, "
+                         "SeparableConv1D, SeparableConv2D); --layers takes the paths shown")
 
 
 def test_a_mistyped_layer_name_suggests_the_closest(capsys, tmp_path, two_bases_file):

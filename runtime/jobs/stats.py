@@ -33,6 +33,7 @@ from runtime.artifacts.manifest import Manifest
 from runtime.artifacts.paths import safe_name
 from runtime.errors import DataError, InputError, TargetChanged
 from runtime.jobs.histogram import Histogram
+from runtime.jobs.stats_graph import stats_graph
 from runtime.preprocess import as_nhwc, to_batch
 
 SCHEMA = "featuremaps.stats/1"
@@ -342,7 +343,8 @@ def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, outputs: Iterable[str] | None = None,
-          batch_size: int = 256, sources: list[str] | None = None, start: int = 0, progress: bool = False) -> Stats:
+          batch_size: int = 256, sources: list[str] | None = None, start: int = 0, progress: bool = False,
+          engine: str = "auto") -> Stats:
     """Per-channel statistics and top-k of a model's feature maps over images, in one bounded-memory pass.
 
     Args:
@@ -354,6 +356,8 @@ def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, out
         sources: one name per row of an array input (e.g. file names), written to sources.txt.
         start: the row number of an array's first image (for partials over parts of a data set).
         progress: show a progress bar on stderr (when it is a terminal).
+        engine: "graph" (reductions inside onnxruntime, runtime.jobs.stats_graph), "numpy", or "auto" (the
+            graph on a GPU); the results are the same.
 
     Returns:
         a Stats; .write(folder) writes it, .merge(other) adds another partial.
@@ -364,7 +368,7 @@ def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, out
 
     if not hasattr(model, "run"):
         with load(model) as loaded:
-            return stats(loaded, images, k, bins, threshold, outputs, batch_size, sources, start, progress)
+            return stats(loaded, images, k, bins, threshold, outputs, batch_size, sources, start, progress, engine)
     result = Stats(model.manifest, outputs, k, bins, threshold, sha256_file(Path(model.folder) / MANIFEST))
     if isinstance(images, np.ndarray):
         array = as_nhwc(images, model.input_spec)  # a view: a memory-mapped array stays on disk
@@ -376,11 +380,15 @@ def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, out
     else:
         total = None
     names = list(result.outputs)
+    graph = stats_graph(model, names, bins, engine)
     with progress_bar(total, quiet=not progress) as bar:
         for batch in images:
-            result.update(batch.start, batch.images, model.run(batch.images, names), batch.names)
+            if graph is not None:
+                result.add(batch.start, batch.images, graph.run(batch.images), batch.names)
+            else:
+                result.update(batch.start, batch.images, model.run(batch.images, names), batch.names)
             bar.update(len(batch.images))
-    return result
+    return result.finish(model)
 
 
 __all__ = ["stats", "Stats", "OutputStats", "Histogram", "feature_map_outputs", "SCHEMA"]

@@ -18,11 +18,12 @@ are never changed. Needs opset 16 or later (ScatterElements' reduction).
 from __future__ import annotations
 
 import struct
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 
-from runtime.errors import BackendError
+from runtime.errors import BackendError, InputError
 from runtime.jobs.histogram import MIN_EXP, Histogram
 from runtime.preprocess import to_batch
 
@@ -243,3 +244,31 @@ def differences(ours: Partial, theirs: Partial, values: int) -> str | None:
         if not np.all(np.abs(a - b) <= values * 2.0 ** -53 * scale):
             return f"{what} differ beyond float64 rounding (by up to {np.max(np.abs(a - b)):.3g})"
     return None
+
+
+ENGINES = ("auto", "graph", "numpy")
+
+
+def stats_graph(model, outputs: list[str], bins: int, engine: str = "auto", session_options=None):
+    """The checked StatsGraph that `engine` asks for, or None for the numpy path.
+
+    engine: "graph" (an error where it cannot be built), "numpy", or "auto": the graph on a GPU, where the
+    maps' copy to numpy dominates, else numpy. On 2 CPU cores the graph measured slower than numpy
+    (benchmarks/results/dataset_scale.md): onnxruntime's elementwise kernels and ScatterElements cost more
+    per value than numpy's reductions and bincount.
+
+    Raises:
+        InputError: an unknown engine.
+        BackendError: engine "graph" where the graph cannot be built or disagrees with numpy.
+    """
+    if engine not in ENGINES:
+        raise InputError(f"`engine` must be one of {list(ENGINES)}; got {engine!r}")
+    if engine == "numpy" or (engine == "auto" and model.device != "gpu"):
+        return None
+    try:
+        return StatsGraph(model, outputs, bins, session_options)
+    except BackendError:
+        if engine == "graph":
+            raise
+        warnings.warn("the stats graph cannot be used here; computing statistics with numpy", stacklevel=2)
+        return None

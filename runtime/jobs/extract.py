@@ -18,7 +18,7 @@ from runtime.jobs.engine import JobInputs, input_paths, load_model, open_inputs
 from runtime.jobs.pipeline import Pipelined
 from runtime.jobs.progress import progress_bar
 from runtime.jobs.sources import Batch, Source, batches
-from runtime.jobs.store import check_out, open_writer, summary
+from runtime.jobs.store import check_out, open_writer, stored_dtype, summary
 
 
 @dataclass(kw_only=True)
@@ -28,10 +28,13 @@ class ExtractOptions(JobInputs):
     Attributes:
         out: the .npz file or .zarr store to write (built beside it, moved into place on success).
         compress: deflate the .npz (slow; a .zarr store is always compressed, with multi-threaded Blosc LZ4).
+        dtype: "float32" (the model's), or "float16": half the bytes to compress and store (maps above 65504
+            become inf; relative rounding 2**-11). The store records it; read_maps gives float32 back.
     """
 
     out: str | os.PathLike
     compress: bool = False
+    dtype: str = "float32"
 
 
 @dataclass
@@ -66,21 +69,23 @@ def extract(options: ExtractOptions) -> ExtractResult:
     out = check_out(Path(options.out))
     if options.compress and out.suffix.lower() == ".zarr":
         raise DataError("`compress=True` applies to .npz output; a .zarr store is always compressed (Blosc LZ4)")
+    stored = stored_dtype(options.dtype)
     paths = input_paths(options)  # before loading the model: cheap mistakes first
     with load_model(options.artifacts, options.backend, options.device) as model:
         empty = model.run(np.zeros((0, *model.input_spec.image_shape), np.uint8), options.outputs)  # checks names
         names = list(empty)
+        empty = {n: a.astype(stored) for n, a in empty.items()}
         sources = open_inputs(paths, model, options)
         total = sum(s.count for s in sources)
         row_names: list[str] | None = [] if any(s.is_image_file for s in sources) else None
-        attrs = summary(model.manifest, Path(options.artifacts), names)
+        attrs = {**summary(model.manifest, Path(options.artifacts), names), "dtype": stored.name}
         with open_writer(out, total, options.batch_size, options.compress, attrs) as writer, \
                 progress_bar(total, options.quiet) as bar:
             writer.append(empty)  # every output exists, with zero rows if the input is empty
 
             def consume(item: tuple) -> None:
                 batch, maps = item
-                writer.append(maps)
+                writer.append(maps if stored == np.float32 else {n: a.astype(stored) for n, a in maps.items()})
                 if row_names is not None:
                     row_names.extend(batch.names)
                 bar.update(len(batch.images))

@@ -110,10 +110,12 @@ class _Graph:
             return self.node(op, [x, self.const(np.array(axes, np.int64))], keepdims=0)
         return self.node(op, [x], axes=axes, keepdims=0)
 
-    def output(self, name: str, label: str) -> str:
-        """Expose name as the graph output `label` (an Identity: outputs need their own names)."""
+    def output(self, name: str, label: str, dtype: int, shape: tuple) -> str:
+        """Expose name as the graph output `label` of TensorProto type dtype and shape (ints, or strings for
+        symbolic dimensions) through an Identity: outputs need their own names."""
         self.parts.append(_field(1, _field(1, name) + _field(2, label) + _field(3, label) + _field(4, "Identity")))
-        self.parts.append(_field(12, _field(1, label)))
+        dims = b"".join(_field(1, _field(2 if isinstance(d, str) else 1, d)) for d in shape)
+        self.parts.append(_field(12, _field(1, label) + _field(2, _field(1, _field(1, dtype) + _field(2, dims)))))
         return label
 
     def appended_to(self, model: bytes) -> bytes:
@@ -152,7 +154,10 @@ def stats_nodes(graph: _Graph, name: str, shape: tuple, bins: int) -> dict[str, 
     ones = graph.node("ConstantOfShape", [graph.node("Shape", [flat])], value=np.array([1], np.int32))
     counts = graph.node("ScatterElements", [graph.const(np.zeros(c * bins, np.int32)), flat, ones], reduction="add")
     out.update(exp=exp, signed=signed, counts=counts)
-    return {k: graph.output(v, f"{PREFIX}{name}/{k}") for k, v in out.items()}
+    types = {"max": FLOAT, "min": FLOAT, "sum": DOUBLE, "sumsq": DOUBLE, "zeros": FLOAT, "exp": INT64,
+             "signed": INT64, "counts": INT32}
+    shapes = {"exp": (), "signed": (), "counts": (c * bins,)}
+    return {k: graph.output(v, f"{PREFIX}{name}/{k}", types[k], shapes.get(k, ("N", c))) for k, v in out.items()}
 
 
 class StatsGraph:

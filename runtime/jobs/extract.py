@@ -14,10 +14,11 @@ import numpy as np
 
 from runtime.api import Model
 from runtime.errors import DataError
-from runtime.jobs.engine import JobInputs, input_paths, load_model, open_inputs
+from runtime.jobs.engine import JobInputs, input_paths, job_session_options, load_model, open_inputs
 from runtime.jobs.pipeline import Pipelined
 from runtime.jobs.progress import progress_bar
 from runtime.jobs.sources import Batch, Source, batches
+from runtime.jobs.stats_graph import Float16Graph
 from runtime.jobs.store import check_out, open_writer, stored_dtype, summary
 
 
@@ -85,24 +86,28 @@ def extract(options: ExtractOptions) -> ExtractResult:
 
             def consume(item: tuple) -> None:
                 batch, maps = item
-                writer.append(maps if stored == np.float32 else {n: a.astype(stored) for n, a in maps.items()})
+                writer.append({n: a.astype(stored, copy=False) for n, a in maps.items()})  # float16 already: no-op
                 if row_names is not None:
                     row_names.extend(batch.names)
                 bar.update(len(batch.images))
 
             with Pipelined(consume) as pipe:  # compute the next batch while this one is compressed and written
-                for item in _maps(options, model, sources, names):
+                for item in _maps(options, model, sources, names, stored):
                     pipe.put(item)
             shapes = writer.commit(row_names)
         return ExtractResult(out, total, shapes, model.backend, model.device, options.ray is not None,
                              time.perf_counter() - started)
 
 
-def _maps(job: JobInputs, model: Model, sources: list[Source], names: list[str]) -> Iterator[tuple]:
-    """(batch, {output name: maps}) in input order, computed here or on Ray."""
+def _maps(job: JobInputs, model: Model, sources: list[Source], names: list[str], stored=np.float32) -> Iterator[tuple]:
+    """(batch, {output name: maps}) in input order, computed here or on Ray; float16 maps come out of onnxruntime
+    as float16 here (runtime.jobs.stats_graph.Float16Graph), else the writer converts them."""
     items: Iterable[Batch] = batches(sources, model.input_spec, job.batch_size)
     if job.ray is not None:
         from runtime.jobs.ray_exec import ray_maps
 
         return ray_maps(job.ray, model, items, names)
+    if stored == np.float16 and model.backend == "onnx":
+        half = Float16Graph(model, names, job_session_options(model))
+        return ((b, half.run(b.images)) for b in items)
     return ((b, model.run(b.images, names)) for b in items)

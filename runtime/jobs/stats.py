@@ -33,7 +33,7 @@ from runtime.artifacts.manifest import Manifest
 from runtime.artifacts.paths import safe_name
 from runtime.errors import DataError, InputError, TargetChanged
 from runtime.jobs.histogram import Histogram
-from runtime.jobs.stats_graph import stats_graph
+from runtime.jobs.stats_graph import recompute_top_maps, stats_graph
 from runtime.preprocess import as_nhwc, to_batch
 
 SCHEMA = "featuremaps.stats/1"
@@ -100,18 +100,6 @@ class OutputStats:
         order = np.lexsort((index, -value), axis=-1)[:, :self.k]
         self.maps_pending = True
         self._keep(np.take_along_axis(value, order, -1), np.take_along_axis(index, order, -1), None, images[order])
-
-    def recompute_maps(self, model, name: str, rows: int = 64) -> None:
-        """The winners' maps, from their kept images (`model` computes output `name`), `rows` images a run."""
-        c, k = self.top_index.shape
-        self.top_maps = np.zeros((c, k, *self.shape[:2]), np.float32)
-        if self.top_images is not None:
-            flat, kept = self.top_images.reshape(c * k, *self.top_images.shape[2:]), np.flatnonzero(self.top_index >= 0)
-            for i in range(0, len(kept), rows):
-                part = kept[i:i + rows]
-                maps = model.run(flat[part], [name])[name]
-                self.top_maps.reshape(c * k, *self.shape[:2])[part] = maps[np.arange(len(part)), :, :, part // k]
-        self.maps_pending = False
 
     def _add_block(self, maps: np.ndarray) -> np.ndarray:
         """Add the sums, extremes, zero counts and histogram of [n, H, W, C] maps; returns their [n, C] spatial max."""
@@ -214,7 +202,7 @@ class Stats:
         by_safe = {safe_name(n): n for n in self.manifest.output_names}
         for name, stats in self.outputs.items():
             if stats.maps_pending:
-                stats.recompute_maps(model, by_safe[name])
+                recompute_top_maps(stats, model, by_safe[name])
         return self
 
     def merge(self, other: "Stats") -> "Stats":

@@ -252,6 +252,21 @@ def differences(ours: Partial, theirs: Partial, values: int) -> str | None:
     return None
 
 
+def recompute_top_maps(output, model, name: str, rows: int = 64) -> None:
+    """The winners' maps of a runtime.jobs.stats.OutputStats whose maps stayed in onnxruntime, recomputed from
+    their kept images (`model` computes output `name`), `rows` images a run."""
+    c, k = output.top_index.shape
+    output.top_maps = np.zeros((c, k, *output.shape[:2]), np.float32)
+    if output.top_images is not None:
+        flat = output.top_images.reshape(c * k, *output.top_images.shape[2:])
+        kept = np.flatnonzero(output.top_index >= 0)
+        for i in range(0, len(kept), rows):
+            part = kept[i:i + rows]
+            maps = model.run(flat[part], [name])[name]
+            output.top_maps.reshape(c * k, *output.shape[:2])[part] = maps[np.arange(len(part)), :, :, part // k]
+    output.maps_pending = False
+
+
 class Float16Graph:
     """The model with outputs cast to float16 inside onnxruntime, for `run --dtype float16`: its vectorised Cast
     measured 10-15 us per image of the reference model's conv2d maps on one thread, numpy's astype 200-220 us

@@ -1,11 +1,14 @@
-"""Dataset scale: `run` to Zarr and `stats` against in-process Model.stream, sizes, codecs, Ray; one run, ratios.
+"""Dataset scale: `run` to Zarr (float32 and float16) and `stats` (numpy and the stats graph) against in-process
+Model.stream, and the user's obvious alternative (a Keras multi-output model's predict plus numpy reductions);
+sizes, codecs, Ray; one run, ratios.
 
     python -m benchmarks.dataset_scale ARTIFACTS [--images 10000,60000] [--data mnist.npz] [--work DIR]
-        [--ray] [--markdown FILE]
+        [--keras MODEL.keras] [--ray] [--markdown FILE]
 
 Each measured job runs in a fresh interpreter (so that its peak RSS is its own) and times itself
 after start-up; the stream baseline is measured the same way in the same run. Images are the
-MNIST test digits followed by the training digits, as one memory-mapped .npy.
+MNIST test digits followed by the training digits, as one memory-mapped .npy. OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE are unset in the measured jobs only (they slow numpy here: /work/shared/FACTS.md).
 """
 from __future__ import annotations
 
@@ -26,21 +29,42 @@ CODECS = [("lz4", 9, "noshuffle"), ("lz4", 6, "noshuffle"), ("lz4", 5, "noshuffl
           ("zstd", 1, "noshuffle"), ("zstd", 1, "shuffle"), ("zstd", 1, "bitshuffle"), ("zstd", 3, "noshuffle")]
 
 
-def job(kind: str, artifacts: str, images: str, out: str, n: int) -> dict:
+def keras_alternative(model_file: str, images: str, n: int) -> tuple[float, float]:
+    """A Keras multi-output model of every Conv2D's output, predict_on_batch on 256 images, then numpy per-channel
+    sums, sums of squares (float64), max, min and zero counts: what a user writes first. Returns its start time."""
+    import keras
+
+    started, cpu_started = time.perf_counter(), cpu_seconds()  # loading included, as `run` and `stats` load theirs
+    model = keras.models.load_model(model_file)
+    convs = [layer.output for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    multi = keras.Model(model.inputs, convs)
+    x = np.load(images, mmap_mode="r")[:n]
+    for i in range(0, n, 256):
+        for maps in multi.predict_on_batch((x[i:i + 256, :, :, None] / np.float32(255)).astype(np.float32)):
+            maps = np.asarray(maps).reshape(-1, maps.shape[-1])
+            maps.sum(axis=0, dtype=np.float64), np.einsum("ij,ij->j", maps, maps, dtype=np.float64)
+            maps.max(axis=0), maps.min(axis=0), np.count_nonzero(maps == 0, axis=0)
+    return started, cpu_started
+
+
+def job(kind: str, artifacts: str, images: str, out: str, n: int, keras_model: str = "") -> dict:
     """One measured job, in this (fresh) interpreter: returns seconds and peak RSS."""
     import runtime
     from runtime.cli.main import main
 
     cpu = cpu_seconds
     started, cpu_started = time.perf_counter(), cpu()
-    if kind == "stream":
+    if kind == "keras":
+        started, cpu_started = keras_alternative(keras_model, images, n)
+    elif kind == "stream":
         with runtime.load(artifacts) as model:
             for _ in model.stream(np.load(images, mmap_mode="r")[:n], batch_size=256):
                 pass
-    elif kind in ("run", "stats", "ray_run"):
-        command = "stats" if kind == "stats" else "run"
+    elif kind in ("run", "run_f16", "stats", "stats_graph", "ray_run"):
+        command = "stats" if kind.startswith("stats") else "run"
         argv = ([command, artifacts, "--input", images, "--out", out, "--quiet"]
-                + (["--ray"] if kind == "ray_run" else []))
+                + (["--ray"] if kind == "ray_run" else []) + (["--dtype", "float16"] if kind == "run_f16" else [])
+                + (["--engine", "graph" if kind == "stats_graph" else "numpy"] if command == "stats" else []))
         if kind == "ray_run":
             import ray
 
@@ -58,11 +82,13 @@ def job(kind: str, artifacts: str, images: str, out: str, n: int) -> dict:
     return result
 
 
-def measure(kind: str, artifacts: Path, images: Path, out: Path, n: int) -> dict:
+def measure(kind: str, artifacts: Path, images: Path, out: Path, n: int, keras_model: str = "") -> dict:
     code = (f"import json, sys; sys.path.insert(0, {str(Path.cwd())!r}); from benchmarks.dataset_scale import job; "
-            f"print(json.dumps(job({kind!r}, {str(artifacts)!r}, {str(images)!r}, {str(out)!r}, {n})))")
+            f"print(json.dumps(job({kind!r}, {str(artifacts)!r}, {str(images)!r}, {str(out)!r}, {n}, "
+            f"{keras_model!r})))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          env={**env, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "3"})
     if proc.returncode:
         raise SystemExit(f"{kind} job failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -158,6 +184,7 @@ def main(argv=None) -> int:
     p.add_argument("--images", default="10000,60000", help="comma-separated image counts")
     p.add_argument("--data", type=Path, default=os.environ.get("MNIST_NPZ"), help="Keras mnist.npz")
     p.add_argument("--work", type=Path, default=Path("/tmp/featuremaps_dataset_scale"))
+    p.add_argument("--keras", default="", help="the trained Keras model (default: the shipped reference CNN)")
     p.add_argument("--ray", action="store_true", help="also Ray on a local 2-CPU runtime (10,000 images)")
     p.add_argument("--markdown", type=Path, help="also write the report here")
     args = p.parse_args(argv)
@@ -171,32 +198,45 @@ def main(argv=None) -> int:
                platform.processor())
     lines = [f"# Dataset scale ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu}, "
              f"{usable_cores()} CPUs usable, load average {os.getloadavg()[0]:.1f})", ""]
-    lines += ["| images | stream img/s | run->zarr img/s | ratio | size / raw float32 | read one image | stats img/s | "
-              "ratio | stats peak RSS | CPU us/img: stream, run, stats |", "|---|---|---|---|---|---|---|---|---|---|"]
+    keras_model = args.keras or str(Path(__file__).resolve().parents[1] / "export" / "data" / "mnist_cnn.keras")
+    lines += ["| images | stream img/s | run->zarr float32 | size / raw | run->zarr float16 | size / raw | "
+              "read one image | stats numpy | stats graph | Keras predict + numpy | stats peak RSS numpy, graph | "
+              "CPU us/img: stream, run f32, run f16, stats numpy, stats graph, Keras |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     report = {"cpu": cpu, "rows": []}
     for n in counts:
         store, stats_dir = args.work / "acts.zarr", args.work / "stats"
         np.save(args.work / "input.npy", x[:n])
-        stream = measure("stream", args.artifacts, images, store, n)
-        run = measure("run", args.artifacts, args.work / "input.npy", store, n)
-        size = folder_bytes(store)
-        read_ms = read_one_image_ms(store, n)
-        shutil.rmtree(store)
-        stats = measure("stats", args.artifacts, args.work / "input.npy", stats_dir, n)
-        shutil.rmtree(stats_dir)
+        jobs, sizes = {}, {}
+        jobs["stream"] = measure("stream", args.artifacts, images, store, n)
+        for kind in ("run", "run_f16"):
+            jobs[kind] = measure(kind, args.artifacts, args.work / "input.npy", store, n)
+            sizes[kind] = folder_bytes(store)
+            if kind == "run":
+                read_ms = read_one_image_ms(store, n)
+            shutil.rmtree(store)
+        for kind in ("stats", "stats_graph"):
+            jobs[kind] = measure(kind, args.artifacts, args.work / "input.npy", stats_dir, n)
+            shutil.rmtree(stats_dir)
+        jobs["keras"] = measure("keras", args.artifacts, args.work / "input.npy", stats_dir, n, keras_model)
         raw = n * (26 * 26 * 32 + 11 * 11 * 64 + 10) * 4
-        row = {"images": n, "stream_ips": n / stream["seconds"], "run_ips": n / run["seconds"],
-               "size_ratio": size / raw, "stats_ips": n / stats["seconds"], "stats_rss_mb": stats["peak_rss_mb"],
-               "run_rss_mb": run["peak_rss_mb"], "read_one_image_ms": read_ms,
-               "cpu_us": {k: 1e6 * j["cpu_seconds"] / n
-                          for k, j in (("stream", stream), ("run", run), ("stats", stats))}}
+        ips = {k: n / j["seconds"] for k, j in jobs.items()}
+        row = {"images": n, "ips": ips, "ratio": {k: v / ips["stream"] for k, v in ips.items()},
+               "size_ratio": {k: v / raw for k, v in sizes.items()}, "read_one_image_ms": read_ms,
+               "peak_rss_mb": {k: j["peak_rss_mb"] for k, j in jobs.items()},
+               "cpu_us": {k: 1e6 * j["cpu_seconds"] / n for k, j in jobs.items()}}
         report["rows"].append(row)
-        lines.append(f"| {n:,} | {row['stream_ips']:,.0f} | {row['run_ips']:,.0f} | "
-                     f"{row['run_ips'] / row['stream_ips']:.2f}x | {row['size_ratio']:.3f} ({size / 1e9:.2f} GB) | "
-                     f"{read_ms:.1f} ms | "
-                     f"{row['stats_ips']:,.0f} | {row['stats_ips'] / row['stream_ips']:.2f}x | "
-                     f"{row['stats_rss_mb']:,.0f} MB | "
-                     + ", ".join(f"{v:,.0f}" for v in row["cpu_us"].values()) + " |")
+        r = row["ratio"]
+
+        def cell(kind: str, ips=ips, r=r) -> str:
+            return f"{ips[kind]:,.0f} ({r[kind]:.2f}x)"
+
+        lines.append(f"| {n:,} | {ips['stream']:,.0f} | {cell('run')} | {row['size_ratio']['run']:.3f} | "
+                     f"{cell('run_f16')} | {row['size_ratio']['run_f16']:.3f} | {read_ms:.1f} ms | {cell('stats')} | "
+                     f"{cell('stats_graph')} | {cell('keras')} | {row['peak_rss_mb']['stats']:,.0f}, "
+                     f"{row['peak_rss_mb']['stats_graph']:,.0f} MB | "
+                     + ", ".join(f"{row['cpu_us'][k]:,.0f}" for k in ("stream", "run", "run_f16", "stats",
+                                                                      "stats_graph", "keras")) + " |")
         print(lines[-1], flush=True)
     parts = breakdown(args.artifacts, x[:2048])
     report["breakdown"] = parts

@@ -12,6 +12,7 @@ from runtime.cli.args import comma_list, positive_int
 from runtime.cli.process import say
 from runtime.jobs.extract import ExtractOptions, extract
 from runtime.jobs.sources import DEFAULT_KEY
+from runtime.jobs.store import DTYPES
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,11 +71,15 @@ def add_parser(sub) -> None:
                      help="the .npz file or .zarr store to write (built beside it, moved into place on success)")
     run.add_argument("--compress", action="store_true", help="deflate the .npz (slow; a .zarr store is always "
                                                              "compressed, with multi-threaded Blosc LZ4)")
+    run.add_argument("--dtype", choices=DTYPES, default="float32",
+                     help="stored maps: float32 (default, the model's) or float16 (half the bytes; the store "
+                          "records it, runtime.jobs.store.read_maps reads float32 back)")
     run.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    result = extract(ExtractOptions(**input_options(args), out=args.out, compress=args.compress))
+    result = extract(ExtractOptions(**input_options(args), out=args.out, compress=args.compress,
+                                    dtype=args.dtype))
     say(f"wrote {result.out}: {result.images} images, "
           + ", ".join(f"{n} {list(s)}" for n, s in result.shapes.items())
           + f" ({result.where}, {result.seconds:.2f} s)")

@@ -7,6 +7,7 @@ from pathlib import Path
 from runtime.cli.process import say
 from runtime.cli.run import add_input_arguments, input_options
 from runtime.jobs.dataset_stats import StatsOptions, dataset_stats
+from runtime.jobs.stats_graph import ENGINES
 
 
 def add_parser(sub) -> None:
@@ -20,12 +21,15 @@ def add_parser(sub) -> None:
     p.add_argument("--bins", type=int, default=64, help="histogram bins, a power of two (default: 64)")
     p.add_argument("--threshold", type=float, default=0.0,
                    help="a channel is dead if it never exceeds this (default: 0)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="graph: reductions appended to the ONNX model, maps never leave onnxruntime; numpy: maps "
+                        "copied out and reduced in numpy (faster on CPUs); auto (default): graph on a GPU")
     p.set_defaults(func=cmd_stats)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     result = dataset_stats(StatsOptions(**input_options(args), out=args.out, k=args.k, bins=args.bins,
-                                        threshold=args.threshold))
+                                        threshold=args.threshold, engine=args.engine))
     lines = [f"wrote {result.out}: {result.stats.images} images ({result.seconds:.2f} s)"]
     for name, channels in ((n, o["channels"]) for n, o in result.stats.to_json()["outputs"].items()):
         dead = sum(c["dead"] for c in channels)

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.artifacts.hashing import MANIFEST, sha256_file
-from runtime.jobs.engine import JobInputs, input_paths, load_model, open_inputs
+from runtime.jobs.engine import JobInputs, input_paths, job_session_options, load_model, open_inputs
 from runtime.jobs.pipeline import Pipelined, usable_cores
 from runtime.jobs.progress import progress_bar
 from runtime.jobs.sources import batches
 from runtime.jobs.stats import Stats, check_out
+from runtime.jobs.stats_graph import stats_graph
 
 
 @dataclass(kw_only=True)
@@ -28,12 +29,15 @@ class StatsOptions(JobInputs):
         k: images kept per channel.
         bins: histogram bins, a power of two.
         threshold: a channel is dead if it never exceeds this.
+        engine: "graph": reductions appended to the ONNX model (runtime.jobs.stats_graph), the maps never
+            leave onnxruntime; "numpy": the maps are copied out and reduced in numpy; "auto": the graph on a GPU.
     """
 
     out: str | os.PathLike
     k: int = 9
     bins: int = 64
     threshold: float = 0.0
+    engine: str = "auto"
 
 
 @dataclass
@@ -62,6 +66,7 @@ def dataset_stats(options: StatsOptions) -> StatsResult:
             return Stats(model.manifest, options.outputs, options.k, options.bins, options.threshold, sha256)
 
         result = empty()
+        graph = stats_graph(model, list(result.outputs), options.bins, options.engine, job_session_options(model))
         sources = open_inputs(paths, model, options)
         total = sum(s.count for s in sources)
         items = batches(sources, model.input_spec, options.batch_size)
@@ -70,9 +75,14 @@ def dataset_stats(options: StatsOptions) -> StatsResult:
             if options.ray is not None:
                 from runtime.jobs.ray_exec import ray_stats
 
-                for partial in ray_stats(options.ray, model, items, result, logs=options.ray_logs):
+                for partial in ray_stats(options.ray, model, items, result, logs=options.ray_logs,
+                                         graph=graph is not None):
                     result.merge(partial)
                     bar.update(partial.images)
+            elif graph is not None:  # the reductions run in onnxruntime's threads: nothing left to overlap
+                for batch in items:
+                    result.add(batch.start, batch.images, graph.run(batch.images), batch.names)
+                    bar.update(len(batch.images))
             else:
                 partials: dict[int, Stats] = {}  # one per worker thread, merged at the end (map/reduce)
                 lock = threading.Lock()
@@ -94,5 +104,5 @@ def dataset_stats(options: StatsOptions) -> StatsResult:
                         pipe.put((batch, model.run(batch.images, names)))
                 for partial in partials.values():
                     result.merge(partial)
-        result.write(out)
+        result.finish(model).write(out)
     return StatsResult(result, out, time.perf_counter() - started)

@@ -14,11 +14,12 @@ import numpy as np
 
 from runtime.api import Model
 from runtime.errors import DataError
-from runtime.jobs.engine import JobInputs, input_paths, load_model, open_inputs
+from runtime.jobs.engine import JobInputs, input_paths, job_session_options, load_model, open_inputs
 from runtime.jobs.pipeline import Pipelined
 from runtime.jobs.progress import progress_bar
 from runtime.jobs.sources import Batch, Source, batches
-from runtime.jobs.store import check_out, open_writer, summary
+from runtime.jobs.stats_graph import Float16Graph
+from runtime.jobs.store import check_out, open_writer, stored_dtype, summary
 
 
 @dataclass(kw_only=True)
@@ -28,10 +29,13 @@ class ExtractOptions(JobInputs):
     Attributes:
         out: the .npz file or .zarr store to write (built beside it, moved into place on success).
         compress: deflate the .npz (slow; a .zarr store is always compressed, with multi-threaded Blosc LZ4).
+        dtype: "float32" (the model's), or "float16": half the bytes to compress and store (maps above 65504
+            become inf; relative rounding 2**-11). The store records it; read_maps gives float32 back.
     """
 
     out: str | os.PathLike
     compress: bool = False
+    dtype: str = "float32"
 
 
 @dataclass
@@ -66,14 +70,16 @@ def extract(options: ExtractOptions) -> ExtractResult:
     out = check_out(Path(options.out))
     if options.compress and out.suffix.lower() == ".zarr":
         raise DataError("`compress=True` applies to .npz output; a .zarr store is always compressed (Blosc LZ4)")
+    stored = stored_dtype(options.dtype)
     paths = input_paths(options)  # before loading the model: cheap mistakes first
     with load_model(options.artifacts, options.backend, options.device) as model:
         empty = model.run(np.zeros((0,), np.uint8), options.outputs)  # checks names
         names = list(empty)
+        empty = {n: a.astype(stored) for n, a in empty.items()}
         sources = open_inputs(paths, model, options)
         total = sum(s.count for s in sources)
         row_names: list[str] | None = [] if any(s.is_image_file for s in sources) else None
-        attrs = summary(model.manifest, Path(options.artifacts), names)
+        attrs = {**summary(model.manifest, Path(options.artifacts), names), "dtype": stored.name}
         with open_writer(out, total, options.batch_size, options.compress, attrs) as writer, \
                 progress_bar(total, options.quiet) as bar:
             if total == 0 or not model.input_spec.free_axes:  # free sizes: the first batch sets the row shape
@@ -81,24 +87,28 @@ def extract(options: ExtractOptions) -> ExtractResult:
 
             def consume(item: tuple) -> None:
                 batch, maps = item
-                writer.append(maps)
+                writer.append({n: a.astype(stored, copy=False) for n, a in maps.items()})  # float16 already: no-op
                 if row_names is not None:
                     row_names.extend(batch.names)
                 bar.update(len(batch.images))
 
             with Pipelined(consume) as pipe:  # compute the next batch while this one is compressed and written
-                for item in _maps(options, model, sources, names):
+                for item in _maps(options, model, sources, names, stored):
                     pipe.put(item)
             shapes = writer.commit(row_names)
         return ExtractResult(out, total, shapes, model.backend, model.device, options.ray is not None,
                              time.perf_counter() - started)
 
 
-def _maps(job: JobInputs, model: Model, sources: list[Source], names: list[str]) -> Iterator[tuple]:
-    """(batch, {output name: maps}) in input order, computed here or on Ray."""
+def _maps(job: JobInputs, model: Model, sources: list[Source], names: list[str], stored=np.float32) -> Iterator[tuple]:
+    """(batch, {output name: maps}) in input order, computed here or on Ray; float16 maps come out of onnxruntime
+    as float16 here (runtime.jobs.stats_graph.Float16Graph), else the writer converts them."""
     items: Iterable[Batch] = batches(sources, model.input_spec, job.batch_size)
     if job.ray is not None:
         from runtime.jobs.ray_exec import ray_maps
 
         return ray_maps(job.ray, model, items, names, logs=job.ray_logs)
+    if stored == np.float16 and model.backend == "onnx":
+        half = Float16Graph(model, names, job_session_options(model))
+        return ((b, half.run(b.images)) for b in items)
     return ((b, model.run(b.images, names)) for b in items)

@@ -52,7 +52,8 @@ class Histogram:
 
     def _grow(self, magnitude: float, signed: bool) -> None:
         """Widen until 2**exp > magnitude, and to [-hi, hi) when signed."""
-        self._widen(max(math.frexp(magnitude)[1], MIN_EXP), signed)  # frexp: the smallest e with 2**e > magnitude
+        # frexp: the smallest e with 2**e > magnitude (but frexp(0) is 0: all zeros keep the smallest range)
+        self._widen(max(math.frexp(magnitude)[1], MIN_EXP) if magnitude > 0 else MIN_EXP, signed)
 
     def _widen(self, need: int, signed: bool) -> None:
         half = self.bins // 2

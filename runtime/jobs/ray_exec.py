@@ -71,15 +71,22 @@ def _check_reachable(address: str) -> None:
 class _Worker:
     """A Ray actor: loads the model once, then maps batches of pixels to maps or to a partial Stats."""
 
-    def __init__(self, artifacts: str, backend: str, device: str, names: list[str], stats: bytes | None):
-        from runtime.jobs.engine import load_model  # in the worker process
+    def __init__(self, artifacts: str, backend: str, device: str, names: list[str], stats: bytes | None,
+                 graph: bool = False):
+        from runtime.jobs.engine import job_session_options, load_model  # in the worker process
+        from runtime.jobs.stats_graph import stats_graph
 
         self.model = load_model(artifacts, backend, device)
         self.names = names
         self.empty_stats = pickle.loads(stats) if stats is not None else None
+        self.graph = (stats_graph(self.model, names, self.empty_stats.bins, "graph", job_session_options(self.model))
+                      if graph and self.empty_stats is not None else None)
 
     def __call__(self, batch: dict) -> dict:
         start, images = int(batch["start"][0]), np.asarray(batch["images"][0])
+        if self.graph is not None:  # the same stats graph as here: winners' maps are recomputed by the driver
+            partial = copy.deepcopy(self.empty_stats).add(start, images, self.graph.run(images))
+            return {"start": batch["start"], "partial": np.array([pickle.dumps(partial)], dtype=object)}
         maps = self.model.run(images, self.names)
         if self.empty_stats is None:
             return {"start": batch["start"], **{n: a[None] for n, a in maps.items()}}
@@ -88,7 +95,7 @@ class _Worker:
 
 
 def _mapped(address: str, model: Model, items: Iterable[Batch], names: list[str], stats: Stats | None,
-            logs: bool = False):
+            logs: bool = False, graph: bool = False):
     """A Ray Dataset of the batches, mapped by an actor pool (one actor per CPU of the cluster)."""
     connect(address, logs)
     import ray
@@ -102,7 +109,7 @@ def _mapped(address: str, model: Model, items: Iterable[Batch], names: list[str]
     dataset = ray.data.from_items([{"start": b.start, "images": b.images} for b in items])
     pool = max(1, int(ray.cluster_resources().get("CPU", 1)))
     args = (str(Path(model.folder).resolve()), model.backend, model.device, names,
-            pickle.dumps(stats) if stats is not None else None)
+            pickle.dumps(stats) if stats is not None else None, graph)
     # max_restarts=0: Ray Data's default (restart lost actors forever) prints an error-level line from
     # core_worker.cc on every run ("constructor arguments in the object store and max_restarts > 0",
     # ray#53727); a lost worker now fails the job with Ray's error, and the job can simply be run again.
@@ -126,14 +133,16 @@ def ray_maps(address: str, model: Model, items: Iterable[Batch], names: list[str
             for r in dataset.iter_batches(batch_size=1, batch_format="numpy"))
 
 
-def ray_stats(address: str, model: Model, items: Iterable[Batch], empty: Stats,
-              logs: bool = False) -> Iterator[Stats]:
-    """One partial Stats per batch, computed on Ray, for the caller to merge (Ray's log lines only with `logs`)."""
+def ray_stats(address: str, model: Model, items: Iterable[Batch], empty: Stats, logs: bool = False,
+              graph: bool = False) -> Iterator[Stats]:
+    """One partial Stats per batch, computed on Ray, for the caller to merge (Ray's log lines only with `logs`;
+    graph: with runtime.jobs.stats_graph, as the local path; the caller then recomputes the winners' maps with
+    Stats.finish)."""
     items = list(items)
     if not items:
         return
     row_names = {b.start: b.names for b in items}  # kept on the driver
-    dataset = _mapped(address, model, items, list(empty.outputs), empty, logs)
+    dataset = _mapped(address, model, items, list(empty.outputs), empty, logs, graph)
     for r in dataset.iter_batches(batch_size=1, batch_format="numpy"):
         partial: Stats = pickle.loads(r["partial"][0])
         start = int(r["start"][0])

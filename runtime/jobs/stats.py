@@ -36,6 +36,7 @@ from runtime.artifacts.paths import safe_name
 from runtime.artifacts.stats_folder import SCHEMA, SOURCES_JSON, STATS_JSON
 from runtime.errors import DataError, InputError, TargetChanged
 from runtime.jobs.histogram import Histogram
+from runtime.jobs.stats_graph import recompute_top_maps, stats_graph
 from runtime.preprocess import as_nhwc, to_batch
 
 NEARLY_DEAD = 0.01  # active on fewer than 1% of images
@@ -63,6 +64,7 @@ class OutputStats:
         self.top_index = np.full((c, k), -1, np.int64)
         self.top_maps = np.zeros((c, k, *self.shape[:2]), np.float32)
         self.top_images: np.ndarray | None = None  # [C, k, Hin, Win, Cin], dtype of the first images seen
+        self.maps_pending = False  # winners' maps not kept (stats graph): Stats.finish recomputes them
         positions = self.shape[0] * self.shape[1]  # positions per row of the wide view: a divisor of H x W
         self.width = max(d for d in range(1, positions + 1) if positions % d == 0 and (d == 1 or d * c <= WIDE))
 
@@ -82,6 +84,24 @@ class OutputStats:
         channel = np.arange(c)[:, None]
         self._keep(np.take_along_axis(value, order, -1), np.take_along_axis(index, order, -1),
                    maps[rows, :, :, channel], images[rows])
+
+    def add_partial(self, start: int, partial, images: np.ndarray) -> None:
+        """Add a batch's runtime.jobs.stats_graph.Partial (the maps stayed in onnxruntime); winners' maps later."""
+        n, c = len(partial.max), self.shape[2]
+        if not n:
+            return
+        self.values += n * self.shape[0] * self.shape[1]
+        self.sum += np.add.reduce(partial.sum, axis=0)
+        self.sumsq += np.add.reduce(partial.sumsq, axis=0)
+        self.zeros += partial.zeros.sum(axis=0)
+        np.minimum(self.min, partial.min.min(axis=0), out=self.min)
+        np.maximum(self.max, partial.max.max(axis=0), out=self.max)
+        self.histogram.merge(partial.histogram)
+        self.active += np.count_nonzero(partial.max > self.threshold, axis=0)
+        value, index = partial.max.T, np.broadcast_to(np.arange(start, start + n), (c, n))
+        order = np.lexsort((index, -value), axis=-1)[:, :self.k]
+        self.maps_pending = True
+        self._keep(np.take_along_axis(value, order, -1), np.take_along_axis(index, order, -1), None, images[order])
 
     def _add_block(self, maps: np.ndarray) -> np.ndarray:
         """Add the sums, extremes, zero counts and histogram of [n, H, W, C] maps; returns their [n, C] spatial max."""
@@ -113,7 +133,9 @@ class OutputStats:
         self.active += other.active
         self.histogram.merge(other.histogram)
         if other.top_images is not None:
-            self._keep(other.top_value, other.top_index, other.top_maps, other.top_images)
+            self.maps_pending = self.maps_pending or other.maps_pending
+            self._keep(other.top_value, other.top_index, None if self.maps_pending else other.top_maps,
+                       other.top_images)
 
     def _keep(self, value, index, maps, images) -> None:
         """Keep the k best of the current winners and these candidates ([C, m] each; maps [C, m, H, W])."""
@@ -123,7 +145,8 @@ class OutputStats:
         index = np.concatenate([self.top_index, index], axis=1)
         order = np.lexsort((np.where(index < 0, np.iinfo(np.int64).max, index), -value), axis=-1)[:, :self.k]
         channel = np.arange(len(value))[:, None]
-        self.top_maps = np.concatenate([self.top_maps, maps], axis=1)[channel, order]
+        if maps is not None:  # else (maps_pending) they are recomputed at the end
+            self.top_maps = np.concatenate([self.top_maps, maps], axis=1)[channel, order]
         self.top_images = np.concatenate([self.top_images, images], axis=1)[channel, order]
         self.top_value, self.top_index = value[channel, order], index[channel, order]
 
@@ -172,6 +195,22 @@ class Stats:
         for name, stats in self.outputs.items():
             stats.update(start, maps[name], images)
         self._add_rows(start, len(images), names)
+        return self
+
+    def add(self, start: int, images: np.ndarray, partials: dict, names: list[str] | None = None) -> "Stats":
+        """Add rows start .. start+len(images): their raw images and the stats graph's partials for them."""
+        images = self._as_stored(as_nhwc(images, self.manifest.input))
+        for name, stats in self.outputs.items():
+            stats.add_partial(start, partials[name], images)
+        self._add_rows(start, len(images), names)
+        return self
+
+    def finish(self, model) -> "Stats":
+        """Recompute the winners' maps that the stats graph did not keep (a few images per channel); returns self."""
+        by_safe = {safe_name(n): n for n in self.manifest.output_names}
+        for name, stats in self.outputs.items():
+            if stats.maps_pending:
+                recompute_top_maps(stats, model, by_safe[name])
         return self
 
     def merge(self, other: "Stats") -> "Stats":
@@ -299,7 +338,8 @@ def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, outputs: Iterable[str] | None = None,
-          batch_size: int = 256, sources: list[str] | None = None, start: int = 0, progress: bool = False) -> Stats:
+          batch_size: int = 256, sources: list[str] | None = None, start: int = 0, progress: bool = False,
+          engine: str = "auto") -> Stats:
     """Per-channel statistics and top-k of a model's feature maps over images, in one bounded-memory pass.
 
     Args:
@@ -311,6 +351,8 @@ def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, out
         sources: one name per row of an array input (e.g. file names), written to sources.json.
         start: the row number of an array's first image (for partials over parts of a data set).
         progress: show a progress bar on stderr (when it is a terminal).
+        engine: "graph" (reductions inside onnxruntime, runtime.jobs.stats_graph), "numpy", or "auto" (the
+            graph on a GPU); the results are the same.
 
     Returns:
         a Stats; .write(folder) writes it, .merge(other) adds another partial.
@@ -321,7 +363,7 @@ def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, out
 
     if not hasattr(model, "run"):
         with load(model) as loaded:
-            return stats(loaded, images, k, bins, threshold, outputs, batch_size, sources, start, progress)
+            return stats(loaded, images, k, bins, threshold, outputs, batch_size, sources, start, progress, engine)
     result = Stats(model.manifest, outputs, k, bins, threshold, sha256_file(Path(model.folder) / MANIFEST))
     if isinstance(images, np.ndarray):
         array = as_nhwc(images, model.input_spec)  # a view: a memory-mapped array stays on disk
@@ -333,11 +375,15 @@ def stats(model, images, k: int = 9, bins: int = 64, threshold: float = 0.0, out
     else:
         total = None
     names = list(result.outputs)
+    graph = stats_graph(model, names, bins, engine)
     with progress_bar(total, quiet=not progress) as bar:
         for batch in images:
-            result.update(batch.start, batch.images, model.run(batch.images, names), batch.names)
+            if graph is not None:
+                result.add(batch.start, batch.images, graph.run(batch.images), batch.names)
+            else:
+                result.update(batch.start, batch.images, model.run(batch.images, names), batch.names)
             bar.update(len(batch.images))
-    return result
+    return result.finish(model)
 
 
 __all__ = ["stats", "Stats", "OutputStats", "Histogram", "feature_map_outputs", "SCHEMA"]

@@ -31,6 +31,41 @@ SOURCES = "sources"  # .npz member / Zarr attribute naming the source file of ea
 MAX_CHUNK_ROWS = 32  # one image's maps read by decompressing at most 32 images' worth
 
 
+DTYPES = ("float32", "float16")  # what `run` stores: the model's float32, or half of its bytes
+
+
+def stored_dtype(name: str) -> np.dtype:
+    """The dtype a store keeps maps in.
+
+    Raises:
+        InputError: not one of DTYPES.
+    """
+    if name not in DTYPES:
+        raise InputError(f"`dtype` must be one of {list(DTYPES)}; got {name!r}")
+    return np.dtype(name)
+
+
+def read_maps(path: str | os.PathLike, name: str, rows=slice(None), dtype=np.float32) -> np.ndarray:
+    """Rows of output `name` from an .npz or Zarr store written by `run`, as `dtype` (None: as stored, e.g.
+    float16; the store's "dtype" attribute says which).
+
+    Raises:
+        DataError: no such store or output.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".zarr":
+            import zarr
+
+            array = zarr.open_group(str(path), mode="r")[safe_name(name)][rows]
+        else:
+            with np.load(path) as f:
+                array = f[safe_name(name)][rows]
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"cannot read output {name!r} from {str(path)!r}: {exc}") from None
+    return array if dtype is None else array.astype(dtype, copy=False)
+
+
 def cannot_write(path: Path, exc: OSError, what: str = "") -> DataError:
     """The DataError for an OSError met while writing path (no traceback: a full disk is not a bug)."""
     reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
@@ -326,5 +361,6 @@ def _settle_zarr() -> None:
     sync(others())
 
 
-__all__ = ["check_out", "open_writer", "summary", "chunk_rows", "NpzWriter", "ZarrWriter", "cannot_write",
+__all__ = ["check_out", "open_writer", "read_maps", "stored_dtype", "DTYPES", "summary", "chunk_rows", "NpzWriter",
+           "ZarrWriter", "cannot_write",
            "ZARR_CODEC"]

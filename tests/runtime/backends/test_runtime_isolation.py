@@ -96,6 +96,19 @@ def test_cli_with_the_onnx_backend_imports_no_tensorflow(reference_artifacts, tm
         assert f["conv2d"].shape == (3, 26, 26, 32)
 
 
+def test_derived_graphs_need_no_onnx_package(reference_artifacts, tmp_path):
+    """The stats graph and float16 outputs are built without `onnx` (not in the [onnx] deployment)."""
+    np.save(tmp_path / "x.npy", np.full((5, 28, 28), 200, np.uint8))
+    stats = run_cli_in_child(["stats", str(reference_artifacts), "--input", str(tmp_path / "x.npy"),
+                              "--out", str(tmp_path / "stats"), "--engine", "graph"], hide_heavy=True)
+    assert stats["code"] == 0 and stats["heavy"] == [], stats
+    run = run_cli_in_child(["run", str(reference_artifacts), "--input", str(tmp_path / "x.npy"),
+                            "--out", str(tmp_path / "acts.npz"), "--dtype", "float16"], hide_heavy=True)
+    assert run["code"] == 0 and run["heavy"] == [], run
+    with np.load(tmp_path / "acts.npz") as f:
+        assert f["conv2d"].dtype == np.float16
+
+
 def test_cli_info_without_tensorflow_installed_says_so(reference_artifacts):
     info = run_cli_in_child(["info", str(reference_artifacts)], hide_heavy=True)
     assert info["code"] == 0

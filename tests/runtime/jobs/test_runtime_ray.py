@@ -62,18 +62,20 @@ def test_run_and_stats_on_ray_equal_the_local_path(local_ray, capfd, tmp_path, d
         np.testing.assert_array_equal(on_ray[name][:], local[name][:])
 
     run(capfd, "stats", *common, "--out", tmp_path / "ray_stats", "--ray", "--k", "4")
+    run(capfd, "stats", *common, "--out", tmp_path / "ray_graph", "--ray", "--k", "4", "--engine", "graph")
     run(capfd, "stats", *common, "--out", tmp_path / "local_stats", "--k", "4")
-    a, b = (json.loads((tmp_path / f / "stats.json").read_text()) for f in ("ray_stats", "local_stats"))
-    for name in ("conv2d", "conv2d_1"):
-        for x, y in zip(a["outputs"][name]["channels"], b["outputs"][name]["channels"]):
-            assert x.keys() == y.keys() and x == pytest.approx(y, rel=1e-12)  # sums merged in another order
-        assert a["outputs"][name]["histogram"] == b["outputs"][name]["histogram"]
-        with np.load(tmp_path / "ray_stats" / "topk" / f"{name}.npz") as f, \
-                np.load(tmp_path / "local_stats" / "topk" / f"{name}.npz") as g:
-            for key in ("index", "value", "maps", "images"):
-                np.testing.assert_array_equal(f[key], g[key])
-    assert ((tmp_path / "ray_stats" / "sources.json").read_text()
-            == (tmp_path / "local_stats" / "sources.json").read_text())
+    for ray_folder in ("ray_stats", "ray_graph"):  # the numpy path and the stats graph on Ray
+        a, b = (json.loads((tmp_path / f / "stats.json").read_text()) for f in (ray_folder, "local_stats"))
+        for name in ("conv2d", "conv2d_1"):
+            for x, y in zip(a["outputs"][name]["channels"], b["outputs"][name]["channels"]):
+                assert x.keys() == y.keys() and x == pytest.approx(y, rel=1e-12)  # sums merged in another order
+            assert a["outputs"][name]["histogram"] == b["outputs"][name]["histogram"]
+            with np.load(tmp_path / ray_folder / "topk" / f"{name}.npz") as f, \
+                    np.load(tmp_path / "local_stats" / "topk" / f"{name}.npz") as g:
+                for key in ("index", "value", "maps", "images"):
+                    np.testing.assert_array_equal(f[key], g[key])
+        assert ((tmp_path / ray_folder / "sources.json").read_text()
+                == (tmp_path / "local_stats" / "sources.json").read_text())
 
 
 def test_verbose_lets_ray_log_and_is_off_by_default():

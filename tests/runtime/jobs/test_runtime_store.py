@@ -16,7 +16,7 @@ from PIL import Image
 from runtime.cli.main import main
 from runtime.cli.process import run_cli
 from runtime.errors import ArtifactError, DataError
-from runtime.jobs.store import ZARR_CODEC, NpzWriter, ZarrWriter, chunk_rows
+from runtime.jobs.store import ZARR_CODEC, NpzWriter, ZarrWriter, chunk_rows, read_maps
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -58,6 +58,32 @@ def test_zarr_store_holds_each_output_chunked_along_the_batch(capsys, tmp_path, 
                                           "layout": "NHWC", "role": "feature_map"}
     assert attrs["input"]["preprocessing"]["raw_dtype"] == "uint8" and len(attrs["artifacts_sha256"]) == 64
     assert hidden(tmp_path) == []
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".npz"])
+def test_float16_stores_record_their_dtype_and_read_back_as_float32(capsys, tmp_path, digits_npy, digits, loaded,
+                                                                    reference_artifacts, suffix):
+    half, full = tmp_path / f"half{suffix}", tmp_path / f"full{suffix}"
+    for out, dtype in ((half, "float16"), (full, "float32")):
+        code, _, err = cli(capsys, "run", reference_artifacts, "--input", digits_npy, "--out", out, "--dtype", dtype)
+        assert code == 0, err
+    expected = loaded(reference_artifacts, "onnx").run(digits[0])
+    for name, array in expected.items():
+        stored = read_maps(half, name, dtype=None)
+        assert stored.dtype == np.float16
+        np.testing.assert_array_equal(stored, array.astype(np.float16))  # rounded once, nothing else lost
+        back = read_maps(half, name)
+        assert back.dtype == np.float32 and np.allclose(back, array, rtol=2.0 ** -11, atol=2.0 ** -24)
+        np.testing.assert_array_equal(read_maps(full, name, slice(3, 5)), array[3:5])
+    if suffix == ".zarr":
+        assert zarr.open_group(str(half), mode="r").attrs["dtype"] == "float16"
+        assert zarr.open_group(str(full), mode="r").attrs["dtype"] == "float32"
+        size = [sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in (half, full)]
+        assert size[0] < 0.75 * size[1]
+    code, _, err = cli(capsys, "run", reference_artifacts, "--input", digits_npy, "--out", half, "--dtype", "int8")
+    assert code == 2 and "invalid choice" in err
+    with pytest.raises(DataError, match="cannot read output 'nope'"):
+        read_maps(half, "nope")
 
 
 def test_image_folders_record_each_rows_file_in_npz_and_zarr(capsys, tmp_path, digits, loaded, reference_artifacts):

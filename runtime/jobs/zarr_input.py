@@ -3,6 +3,9 @@
 - What the store declares (shape, dtype, chunk shape) is checked against the model and the Budgets
   before any chunk is read (declared(): a zero-byte view of the declared shape goes through the same
   checks as real images).
+- No compressed frame may decode to more than one chunk: Blosc, Zstd and LZ4 frames are checked from the size
+  their header declares; gzip, zlib, bz2 and lzma frames declare none, so the store counts what they decode, a
+  piece at a time, and stops once past one chunk (decodes_within). A store with any other codec is refused.
 - Reads are chunk-aligned: each batch covers whole chunks (or shards) along the rows, so each chunk is
   decoded once, however its size compares with the batch size.
 - Chunk files are opened relative to the store's descriptor without following symbolic links
@@ -12,8 +15,11 @@
 from __future__ import annotations
 
 import asyncio
+import bz2
+import lzma
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -73,34 +79,68 @@ def open_zarr(path: Path, key: str | None, budgets: Budgets, pick_key):
     if chunk_bytes > budgets.max_chunk_bytes:
         raise DataError(over(f"Zarr input {str(path)!r}{member} (chunks {list(unit)} of {dtype})", chunk_bytes,
                              "max_chunk_bytes", budgets.max_chunk_bytes, "bytes per chunk"))
-    store.frames = _frames(array, dtype)
+    store.frames = _frames(array, dtype, f"{str(path)!r}{member}")
     return array, member
 
 
-def _frames(array, dtype: np.dtype) -> tuple[str, int, int] | None:
-    """(compressor, decoded bytes of one inner chunk, inner chunks per shard file or 0) when the compressor
-    is Blosc or Zstd, whose frames declare their decoded size: the store checks it before zarr decodes."""
+# What may stand between a chunk's stored bytes and its array, by the name the store's metadata gives it. Every
+# compressor is either checked from the size its frame declares (DECLARED) or decoded a piece at a time and
+# stopped once past one chunk (CAPPED); any other codec could inflate unchecked, so the store is refused.
+DECLARED = ("blosc", "zstd", "lz4")  # the frame header says the decoded size (lz4: numcodecs' 4-byte prefix)
+CAPPED = ("gzip", "zlib", "bz2", "lzma")  # no declared size: decodes_within() counts and stops
+PLAIN = ("bytes", "transpose", "crc32c")  # the same bytes, reordered, or a 4-byte checksum after them
+SUPPORTED = ", ".join(DECLARED + CAPPED + PLAIN + ("sharding_indexed",))
+
+
+def _codec_names(array) -> tuple[list[str], int, str]:
+    """(codec names in encoding order, inner chunks per shard file or 0, the shard index's location)."""
     codecs = getattr(array.metadata, "codecs", None)
-    per_shard = 0
-    if codecs is None:  # Zarr v2: one compressor
+    if codecs is None:  # Zarr v2: filters, then one compressor
         compressor = getattr(array.metadata, "compressor", None)
-        names = [getattr(compressor, "codec_id", "")]
-    else:
-        if codecs and type(codecs[0]).__name__ == "ShardingCodec":
-            sharding = codecs[0]
-            if getattr(sharding.index_location, "value", "") != "end":
-                return None
-            per_shard = math.prod(s // c for s, c in zip(array.shards, sharding.chunk_shape))
-            codecs = sharding.codecs
-        names = [type(c).__name__.removesuffix("Codec").lower() for c in codecs]
-    kind = next((n for n in names if n in ("blosc", "zstd")), None)
-    return None if kind is None else (kind, math.prod(array.chunks) * dtype.itemsize, per_shard)
+        steps = [*(array.metadata.filters or ()), *([compressor] if compressor is not None else [])]
+        return [str(getattr(c, "codec_id", type(c).__name__)) for c in steps], 0, "end"
+    names = [str(c.to_dict().get("name", type(c).__name__)) for c in codecs]
+    if not codecs or names[0] != "sharding_indexed" or len(codecs) > 1:
+        return names, 0, "end"
+    sharding = codecs[0]
+    per_shard = math.prod(s // c for s, c in zip(array.shards, sharding.chunk_shape))
+    index = [str(c.to_dict().get("name", "")) for c in sharding.index_codecs]
+    if index != ["bytes", "crc32c"]:  # any other index layout cannot be located without decoding it
+        return ["sharding_indexed index " + "+".join(index)], 0, "end"
+    return ([str(c.to_dict().get("name", type(c).__name__)) for c in sharding.codecs], per_shard,
+            str(getattr(sharding.index_location, "value", sharding.index_location)))
+
+
+def _frames(array, dtype: np.dtype, where: str) -> tuple[str, int, int, str] | None:
+    """(compressor, most decoded bytes of one inner chunk's frame, inner chunks per shard file or 0, the shard
+    index's location), None without a compressor. The store checks every frame it reads against it.
+
+    Raises:
+        DataError: a codec that is neither size-declaring nor capped, or more than one compressor.
+    """
+    names, per_shard, location = _codec_names(array)
+    kinds = [n.removeprefix("numcodecs.") for n in names]
+    for name, kind in zip(names, kinds):
+        if kind not in DECLARED + CAPPED + PLAIN or (kind in PLAIN and name != kind):
+            raise DataError(f"Zarr input {where} uses codec {name!r}, whose decoded size can be neither checked "
+                            f"nor capped before decoding; supported: {SUPPORTED}")
+    compressors = [k for k in kinds if k in DECLARED + CAPPED]
+    if len(compressors) > 1:
+        raise DataError(f"Zarr input {where} stacks compressors {compressors}; supported: one of them")
+    if not compressors:
+        return None
+    # Each crc32c the compressor wraps adds 4 bytes to what it decodes to.
+    wrapped = kinds[:kinds.index(compressors[0])].count("crc32c")
+    return compressors[0], math.prod(array.chunks) * dtype.itemsize + 4 * wrapped, per_shard, location
 
 
 def declared_size(frame: bytes, kind: str) -> int | None:
-    """The decoded size a Blosc or Zstd frame declares in its header (None: it declares none, or is malformed)."""
+    """The decoded size a Blosc, Zstd or (numcodecs) LZ4 frame declares in its header (None: it declares none,
+    or is malformed)."""
     if kind == "blosc":
         return int.from_bytes(frame[4:8], "little") if len(frame) >= 16 else None
+    if kind == "lz4":
+        return int.from_bytes(frame[:4], "little") if len(frame) >= 4 else None
     if len(frame) < 6 or frame[:4] != b"\x28\xb5\x2f\xfd":
         return None
     descriptor = frame[4]
@@ -110,6 +150,41 @@ def declared_size(frame: bytes, kind: str) -> int | None:
     if width == 0 or len(frame) < at + width:
         return None
     return int.from_bytes(frame[at:at + width], "little") + (256 if width == 2 else 0)
+
+
+def decodes_within(frame: bytes, kind: str, cap: int) -> int | None:
+    """How many bytes a gzip, zlib, bz2 or lzma frame decodes to, counted a piece at a time and stopped once past
+    cap (so at most cap + one piece: memory stays near a piece, whatever the frame inflates to). Concatenated
+    gzip, bz2 and lzma streams are counted on, as numcodecs' decoders read them (gzip's zero padding skipped);
+    counting stops at later bytes that do not decode, where those decoders stop or fail too. None: the first
+    stream does not decode here (a corrupt frame, or an lzma codec configured for raw streams), so it is unchecked.
+    """
+    total, piece = 0, max(1 << 20, cap // 8)
+    data, first = frame, True
+    while data and total <= cap:
+        try:
+            if kind in ("gzip", "zlib"):
+                decoder = zlib.decompressobj(31 if kind == "gzip" else 15)
+                total += len(decoder.decompress(data, piece))
+                while not decoder.eof and total <= cap:
+                    out = decoder.decompress(decoder.unconsumed_tail, piece)
+                    if not out:
+                        break
+                    total += len(out)
+            else:
+                decoder = bz2.BZ2Decompressor() if kind == "bz2" else lzma.LZMADecompressor()
+                total += len(decoder.decompress(data, piece))
+                while not decoder.eof and not decoder.needs_input and total <= cap:
+                    total += len(decoder.decompress(b"", piece))
+        except (zlib.error, OSError, EOFError, lzma.LZMAError):
+            if first:
+                return None
+            break
+        if kind == "zlib" or not decoder.eof:
+            break
+        first = False
+        data = decoder.unused_data.lstrip(b"\0") if kind == "gzip" else decoder.unused_data
+    return total
 
 
 def row_step(array, batch_size: int) -> int:
@@ -148,7 +223,7 @@ def _store_class():
         def __init__(self, root, fill_absent: bool = False, most: int = 1 << 62):
             super().__init__(root, read_only=True)
             self.fill_absent, self.most = fill_absent, most
-            self.frames = None  # set by open_zarr: (compressor, inner chunk bytes, inner chunks per shard)
+            self.frames = None  # set by open_zarr: (compressor, inner chunk bytes, chunks per shard, index at)
 
         async def get(self, key, prototype=None, byte_range=None):
             if not self._is_open:
@@ -188,21 +263,37 @@ def _store_class():
             return data
 
         def _check_frames(self, key: str, data: bytes, byte_range) -> None:
-            """Every compressed frame read must declare at most one inner chunk's bytes (checked before decoding)."""
-            kind, limit, per_shard = self.frames
-            if per_shard and byte_range is not None and len(data) == 16 * per_shard + 4:
+            """Every compressed frame read decodes to at most one inner chunk's bytes: Blosc, Zstd and LZ4 frames
+            by the size they declare, gzip, zlib, bz2 and lzma ones counted as decoded, stopping past it."""
+            kind, limit, per_shard, location = self.frames
+            index_bytes = 16 * per_shard + 4
+            if per_shard and byte_range is not None and len(data) == index_bytes:
                 return  # a shard's index (offsets and sizes, checksummed by zarr)
-            if per_shard and byte_range is None:  # a whole shard: its index at the end locates each frame
-                index = np.frombuffer(data[-(16 * per_shard + 4):-4], "<u8").reshape(-1, 2)
-                frames = [data[o:o + n] for o, n in index if o != 2**64 - 1 and o + n <= len(data)]
+            if per_shard and byte_range is None:  # a whole shard: its index locates each frame
+                index = data[:index_bytes] if location == "start" else data[-index_bytes:]
+                pairs = np.frombuffer(index[:-4], "<u8").reshape(-1, 2)
+                frames = [data[o:o + n] for o, n in pairs if o != 2**64 - 1 and o + n <= len(data)]
             else:
                 frames = [data]
             for frame in frames:
+                if kind in CAPPED:
+                    size = decodes_within(frame, kind, limit)
+                    if size is None:
+                        raise DataError(f"Zarr input {str(self.root)!r} chunk {key!r} holds a {kind} frame that "
+                                        f"does not decode as a {kind} stream, so its size cannot be capped")
+                    if size > limit:
+                        raise DataError(self._too_much(key, f"a {kind} frame that decodes past {limit:,} bytes",
+                                                       limit, "decoding stopped there"))
+                    continue
                 size = declared_size(frame, kind)
                 if size is None or size > limit:
-                    raise DataError(f"Zarr input {str(self.root)!r} chunk {key!r} holds a {kind} frame that "
-                                    f"declares {'no' if size is None else f'{size:,}'} decoded bytes; one chunk is "
-                                    f"{limit:,} (refused before decoding)")
+                    raise DataError(self._too_much(
+                        key, f"a {kind} frame that declares {'no' if size is None else f'{size:,}'} decoded bytes",
+                        limit, "refused before decoding"))
+
+        def _too_much(self, key: str, what: str, limit: int, how: str) -> str:
+            return (f"Zarr input {str(self.root)!r} chunk {key!r} holds {what}; one chunk is {limit:,} "
+                    f"(within the budget `max_chunk_bytes`; {how})")
 
     _STORE = NoFollowStore
     return _STORE

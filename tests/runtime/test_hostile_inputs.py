@@ -153,6 +153,118 @@ def test_a_chunk_whose_frame_declares_too_much_is_refused_before_decoding(compre
     one_line(code, err, f"holds a {compressor} frame that declares 20,000,000 decoded bytes; one chunk is 200,704")
 
 
+def _store_of(codec: str, path: Path, chunks: int = 256):
+    """A (512, 28, 28) uint8 store compressed with codec (Zarr v3 for gzip, zlib, lzma; v2 for bz2, lz4), its first
+    chunk's file, and that codec as numcodecs writes it."""
+    import numcodecs
+    from zarr.codecs import GzipCodec
+    from zarr.codecs import numcodecs as v3
+
+    raw = {"gzip": numcodecs.GZip(), "zlib": numcodecs.Zlib(), "bz2": numcodecs.BZ2(), "lzma": numcodecs.LZMA(),
+           "lz4": numcodecs.LZ4()}[codec]
+    compressor, fmt = {"gzip": (GzipCodec(), 3), "zlib": (v3.Zlib(), 3), "lzma": (v3.LZMA(), 3), "bz2": (raw, 2),
+                       "lz4": (raw, 2)}[codec]
+    z = zarr.create_array(path, shape=(512, 28, 28), chunks=(chunks, 28, 28), dtype="uint8", compressors=compressor,
+                          zarr_format=fmt)
+    z[:] = (np.arange(512 * 28 * 28) % 251).astype(np.uint8).reshape(512, 28, 28)
+    return z, path / ("c/0/0/0" if fmt == 3 else "0.0.0"), raw
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # zarr: numcodecs codecs are outside the v3 specification
+@pytest.mark.parametrize("codec", ["gzip", "zlib", "bz2", "lzma", "lz4"])
+def test_a_chunk_that_inflates_past_one_chunk_is_stopped_with_bounded_memory(codec, tmp_path, reference_artifacts,
+                                                                             capsys):
+    import tracemalloc
+
+    spec = __import__("runtime").load(reference_artifacts).input_spec
+    z, chunk, raw = _store_of(codec, tmp_path / "good.zarr")
+    np.testing.assert_array_equal(np.concatenate(list(open_source(tmp_path / "good.zarr", spec, 100).items())), z[:])
+    _, chunk, raw = _store_of(codec, tmp_path / "bomb.zarr")
+    chunk.write_bytes(raw.encode(np.zeros(32 << 20, np.uint8)))  # 32 MB of zeros: 0.5 kB (bz2) to 150 kB (lz4)
+    assert chunk.stat().st_size < 200_704  # small enough for the stored-size check: only decoding tells
+    code, _, err = cli(capsys, "run", reference_artifacts, "--input", tmp_path / "bomb.zarr", "--out",
+                       tmp_path / "a.npz")
+    told = "declares 33,554,432 decoded bytes" if codec == "lz4" else "decodes past 200,704 bytes"
+    one_line(code, err, f"holds a {codec} frame that {told}; one chunk is 200,704", "--max-chunk-bytes")
+    assert not (tmp_path / "a.npz").exists()
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="one chunk is 200,704"):
+            list(open_source(tmp_path / "bomb.zarr", spec, 256).items())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # A piece (1 MB) and the stored bytes, never the 32 MB the chunk inflates to; lzma's decoder also allocates the
+    # 8 MB window its header asks for (preset 6; the pages are touched only as far as it decodes).
+    assert peak < (4 << 20) + (8 << 20 if codec == "lzma" else 0), peak
+
+
+@pytest.mark.parametrize("location", ["start", "end"])
+def test_each_frame_of_a_shard_is_capped(location, tmp_path, reference_artifacts):
+    import gzip
+
+    from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec
+
+    spec = __import__("runtime").load(reference_artifacts).input_spec
+    sharding = ShardingCodec(chunk_shape=(64, 28, 28), codecs=[BytesCodec(), GzipCodec(), Crc32cCodec()],
+                             index_location=location)
+    z = zarr.create_array(tmp_path / "s.zarr", shape=(512, 28, 28), chunks=(256, 28, 28), dtype="uint8",
+                          serializer=sharding, compressors=None)
+    z[:] = (np.arange(512 * 28 * 28) % 251).astype(np.uint8).reshape(512, 28, 28)
+    np.testing.assert_array_equal(np.concatenate(list(open_source(tmp_path / "s.zarr", spec, 100).items())), z[:])
+    bomb = gzip.compress(bytes(8 << 20))  # 8 kB that inflate to 8 MB, as the first of the shard's four frames
+    index = np.full((4, 2), 2**64 - 1, "<u8")
+    index[0] = (68 if location == "start" else 0, len(bomb))
+    tail = index.tobytes() + bytes(4)
+    (tmp_path / "s.zarr" / "c" / "0" / "0" / "0").write_bytes(tail + bomb if location == "start" else bomb + tail)
+    with pytest.raises(DataError, match="holds a gzip frame that decodes past 50,176 bytes; one chunk is 50,176"):
+        list(open_source(tmp_path / "s.zarr", spec, 256).items())
+
+
+def test_concatenated_streams_are_counted_to_the_end():
+    import bz2
+    import gzip
+    import lzma
+    import zlib
+
+    bomb = np.zeros(8 << 20, np.uint8).tobytes()
+    # numcodecs' GZip reads every member (skipping zero padding) and BZ2 every stream: a small honest one first
+    # hides nothing.
+    for kind, stream in (("gzip", gzip.compress(b"x") + b"\0" * 7 + gzip.compress(bomb)),
+                         ("bz2", bz2.compress(b"x") + bz2.compress(bomb))):
+        assert zarr_input.decodes_within(stream, kind, 200_704) > 200_704
+    assert zarr_input.decodes_within(zlib.compress(b"x" * 1000) + b"trailing", "zlib", 200_704) == 1000
+    assert zarr_input.decodes_within(b"not gzip", "gzip", 10) is None  # uncheckable: refused
+    raw = lzma.compress(bomb, lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])  # numcodecs can be told to
+    assert zarr_input.decodes_within(raw, "lzma", 200_704) is None
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_codec_that_can_be_neither_checked_nor_capped_is_refused(tmp_path, reference_artifacts, capsys):
+    import lzma
+
+    import numcodecs
+    from zarr.codecs import numcodecs as v3
+
+    z = zarr.create_array(tmp_path / "delta.zarr", shape=(512, 28, 28), chunks=(256, 28, 28), dtype="uint8",
+                          filters=[numcodecs.Delta("u1")], compressors=numcodecs.Zlib(), zarr_format=2)
+    z[:] = 1
+    y = zarr.create_array(tmp_path / "shuffle.zarr", shape=(512, 28, 28), chunks=(256, 28, 28), dtype="uint8",
+                          compressors=[v3.Shuffle(), v3.Zlib()])
+    y[:] = 1
+    for name, codec in (("delta", "'delta'"), ("shuffle", "'numcodecs.shuffle'")):
+        code, _, err = cli(capsys, "run", reference_artifacts, "--input", tmp_path / f"{name}.zarr", "--out",
+                           tmp_path / "a.npz")
+        one_line(code, err, f"uses codec {codec}, whose decoded size can be neither checked nor capped",
+                 "supported: blosc, zstd, lz4, gzip, zlib, bz2, lzma")
+    raw = zarr.create_array(tmp_path / "raw.zarr", shape=(512, 28, 28), chunks=(256, 28, 28), dtype="uint8",
+                            compressors=v3.LZMA(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}]))
+    raw[:] = 1  # raw lzma streams have no header to count from: refused at the first chunk
+    code, _, err = cli(capsys, "run", reference_artifacts, "--input", tmp_path / "raw.zarr", "--out",
+                       tmp_path / "a.npz")
+    one_line(code, err, "chunk 'c/0/0/0' holds a lzma frame that does not decode as a lzma stream")
+
+
 def test_each_chunk_is_decoded_once(tmp_path, reference_artifacts, monkeypatch):
     z = zarr.create_array(tmp_path / "big_chunks.zarr", shape=(1000, 28, 28), chunks=(400, 28, 28), dtype="uint8")
     z[:] = np.arange(1000, dtype=np.uint8)[:, None, None]

@@ -12,14 +12,6 @@ import re
 PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)(?:=True)?`")
 
 
-def param(name: str, switch: bool = False) -> str:
-    """A parameter's name as messages write it (see PARAMETER).
-
-    param("out") -> `out`, param("force", True) -> `force=True`.
-    """
-    return f"`{name}=True`" if switch else f"`{name}`"
-
-
 class FeatureMapsError(Exception):
     """Base class: an expected failure caused by the user's input or environment."""
 

@@ -91,7 +91,7 @@ def say(*lines: object, file=None, flush: bool = False) -> None:
 
 
 def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
-    """A library message in CLI words, on one line: each parameter it names (see runtime.errors.param)
+    """A library message in CLI words, on one line: each parameter it names (see runtime.errors.PARAMETER)
     becomes its flag, `name` or `name=True` -> --name (underscores as dashes) unless `flags` maps it."""
     def flag(match: re.Match) -> str:
         return (flags or {}).get(match[1]) or "--" + match[1].replace("_", "-")

@@ -186,10 +186,16 @@ class _Sizes:
 
     def __init__(self, model: Model):
         self.shapes = {o.name: tuple(o.shape[1:]) for o in model.manifest.outputs}
+        self.seen: dict[tuple, dict[str, int]] = {}  # per image shape (a fixed-size model has one)
 
     def outputs(self, image_shape: tuple) -> dict[str, int]:
-        largest = max(image_shape, default=1)
-        return {name: math.prod(largest if d is None else d for d in shape) for name, shape in self.shapes.items()}
+        sizes = self.seen.get(image_shape)
+        if sizes is None:
+            largest = max(image_shape, default=1)
+            sizes = {name: math.prod(largest if d is None else d for d in shape) for name, shape in self.shapes.items()}
+            if len(self.seen) < 64:  # bounded: a client choosing free sizes cannot grow it
+                self.seen[image_shape] = sizes
+        return sizes
 
 
 def _working_bytes(sizes: _Sizes, parsed, max_json_bytes: int) -> int:

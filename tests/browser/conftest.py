@@ -40,3 +40,13 @@ def page(browser):
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
     yield page
     context.close()
+
+
+@pytest.fixture(scope="module")
+def server(reference_artifacts):
+    """A real `python -m runtime serve` of the reference artifacts, for one test module's pages."""
+    from serving import Server  # tests/serving.py; here, so that benchmarks/gallery_site.py can import chromium_path
+
+    server = Server(reference_artifacts)
+    yield server
+    server.stop()

@@ -27,13 +27,6 @@ MOSAIC = """name => {
 
 
 @pytest.fixture(scope="module")
-def server(reference_artifacts):
-    server = Server(reference_artifacts)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def reference(reference_artifacts):
     with runtime.load(reference_artifacts) as model:
         yield model

@@ -10,7 +10,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from serving import Server
 
 BODY = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 28, 28, 1], "data": [0.0] * 784}]})
 POST = """async ([url, body, type, mode]) => {
@@ -19,13 +18,6 @@ POST = """async ([url, body, type, mode]) => {
     return r.type === "opaque" ? "opaque" : r.status;
   } catch (e) { return "failed"; }
 }"""
-
-
-@pytest.fixture(scope="module")
-def server(reference_artifacts):
-    server = Server(reference_artifacts)
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 escapes. Every case ends in one line (or a correct result), with nothing left behind."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import random
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mutations import Mutations
 from PIL import Image
 
 from runtime.artifacts.budgets import Budgets
@@ -340,34 +340,7 @@ ODD = [None, True, False, 0, -1, 1.5, 10**30, "", "../x", "/etc/passwd", "x" * 2
        {"a": {"b": []}}, "ü名", 2**63, "NaN"]
 
 
-def _paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(value, list) and len(value) < 80:
-        for i, v in enumerate(value):
-            yield from _paths(v, prefix + (i,))
-
-
-def _mutate(d, rng: random.Random):
-    d = copy.deepcopy(d)
-    for _ in range(rng.randint(1, 3)):
-        paths = [p for p in _paths(d) if p]
-        path = rng.choice(paths)
-        parent = d
-        for key in path[:-1]:
-            parent = parent[key]
-        kind = rng.random()
-        if kind < 0.25 and isinstance(parent, dict):
-            del parent[path[-1]]
-        elif kind < 0.35 and isinstance(parent, dict):
-            parent[rng.choice(["surprise", "../k", ""])] = copy.deepcopy(rng.choice(ODD))
-        elif kind < 0.55 and isinstance(parent[path[-1]], (int, float)) and not isinstance(parent[path[-1]], bool):
-            parent[path[-1]] = parent[path[-1]] * rng.choice([-1, 0, 1e300, 10**9])
-        else:
-            parent[path[-1]] = copy.deepcopy(rng.choice(ODD))
-    return d
+MUTATIONS = Mutations(ODD, delete=0.25, add=0.35, scale=0.55, keys=("surprise", "../k", ""), max_list=80)
 
 
 def test_fuzzed_stats_folders_end_in_one_line_or_a_correct_read(reference_stats, tmp_path):
@@ -377,7 +350,7 @@ def test_fuzzed_stats_folders_end_in_one_line_or_a_correct_read(reference_stats,
     rng = random.Random(22)
     outcomes = {"refused": 0, "read": 0}
     for i in range(300):
-        (folder / "stats.json").write_text(json.dumps(_mutate(good, rng)))
+        (folder / "stats.json").write_text(json.dumps(MUTATIONS.mutate(good, rng)))
         if i % 3 == 0:  # and a damaged top-k file: flipped bytes or cut short
             data = bytearray(topk)
             for _ in range(rng.randint(1, 8)):
@@ -407,7 +380,7 @@ def test_fuzzed_zarr_metadata_ends_in_one_line_or_a_correct_read(tmp_path, refer
     rng = random.Random(23)
     outcomes = {"refused": 0, "read": 0}
     for i in range(300):
-        (store / "zarr.json").write_text(json.dumps(_mutate(good, rng)))
+        (store / "zarr.json").write_text(json.dumps(MUTATIONS.mutate(good, rng)))
         try:
             source = open_source(store, spec, 16)
             rows = sum(len(part) for part in source.items())

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+from mutations import Mutations
 
 import runtime
 from runtime.artifacts.manifest import MAX_DEPTH, MAX_MANIFEST_BYTES, Manifest, read_manifest
@@ -134,42 +135,14 @@ ODD = [None, True, False, 0, -1, 1.5, float("nan"), 10**30, "", "../x", "/etc/pa
        [], [None], {}, {"a": {"b": []}}, "ü名", 2**63]
 
 
-def _paths(value, prefix=()):
-    """Every (path tuple) to a value inside nested dicts/lists."""
-    yield prefix
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _paths(v, prefix + (i,))
-
-
-def _mutate(d: dict, rng: random.Random) -> dict:
-    d = copy.deepcopy(d)
-    for _ in range(rng.randint(1, 3)):
-        paths = [p for p in _paths(d) if p]
-        path = rng.choice(paths)
-        parent = d
-        for key in path[:-1]:
-            parent = parent[key]
-        kind = rng.random()
-        if kind < 0.3 and isinstance(parent, dict):
-            del parent[path[-1]]  # a deletion
-        elif kind < 0.45 and isinstance(parent, dict):
-            parent[rng.choice(["surprise", "../k", "", "name"])] = copy.deepcopy(rng.choice(ODD))  # an added or odd key
-        elif kind < 0.6 and isinstance(parent[path[-1]], (int, float)) and not isinstance(parent[path[-1]], bool):
-            parent[path[-1]] = parent[path[-1]] * rng.choice([-1, 0, 1e300, 10**9])  # a huge or flipped value
-        else:
-            parent[path[-1]] = copy.deepcopy(rng.choice(ODD))  # a type swap or odd name
-    return d
+MUTATIONS = Mutations(ODD)
 
 
 def test_fuzzed_manifests_end_in_artifact_error_or_a_correct_load(good, artifacts_copy, digits):
     rng = random.Random(9)
     outcomes = {"refused": 0, "loaded": 0}
     for i in range(400):
-        mutated = _mutate(good, rng)
+        mutated = MUTATIONS.mutate(good, rng)
         try:
             manifest = Manifest.from_dict(json.loads(json.dumps(mutated)))
         except ArtifactError as exc:
